@@ -1,0 +1,157 @@
+"""Configuration dataclasses for every part of SAIR, and a registry of named configurations.
+
+A :class:`SAIRConfig` is saved inside every checkpoint and export manifest, so the checkpoint
+alone is enough to rebuild its model (``SAIRConfig.from_dict(json.loads(...))``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# CLIP's own normalisation constants (OpenAI CLIP); used by the semantic encoder.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """The CLIP ViT image tower, read densely the MaskCLIP way.
+
+    ``width/layers/heads`` are those of the ViT; ``embed_dim`` is CLIP's joint embedding size
+    (512 for ViT-B/16), the channel count of the dense grid E. ``max_side`` is the longest side of
+    the (resized) image the encoder sees; it lives here so training and inference agree.
+    ``pretrained`` names the open_clip weights the full model is built from (a tag or a file);
+    ``None`` means random initialisation (tests, the bundled demo model).
+    """
+
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    patch_size: int = 16
+    embed_dim: int = 512
+    native_size: int = 224
+    max_side: int = 224
+    keep_residual: bool = True  # MaskCLIP keeps residual + FFN in the last block; ClearCLIP drops both
+    clip_model: str = "ViT-B-16-quickgelu"
+    pretrained: str | None = "openai"
+
+    @property
+    def native_grid(self) -> int:
+        return self.native_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class AppEncoderConfig:
+    """AppEncoder of the paper's Tab. 4 with configurable widths.
+
+    ``norm`` is the normalisation of the residual blocks: ``"batch"`` (a fixed affine map at
+    inference, so tiles see the same function as the whole image), ``"instance"`` (the reference
+    trunk's choice; per-tile statistics) or ``"none"``.
+    """
+
+    in_channels: int = 4
+    widths: tuple[int, int, int] = (64, 128, 256)
+    res_blocks: int = 8
+    dilation: int = 2
+    norm: Literal["batch", "instance", "none"] = "batch"
+
+    @property
+    def out_channels(self) -> int:
+        return self.widths[0]
+
+    def receptive_radius(self) -> int:
+        """Half-width, in input pixels, of the encoder's receptive field (for tile overlap)."""
+        r, jump = 3, 1  # conv7x7
+        for _ in range(2):  # two stride-2 convs, kernel 4
+            r += 2 * jump
+            jump *= 2
+        r += self.res_blocks * (self.dilation + 1) * jump  # a dilated and a plain 3x3 per block
+        r += 2 * jump  # two plain 3x3 convs
+        for _ in range(2):  # two transposed convs, kernel 4 stride 2
+            jump //= 2
+            r += 2 * jump
+        return r
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """A ``depth``-layer ReLU MLP (``depth`` Linear layers) with ``hidden`` units."""
+
+    hidden: int = 256
+    depth: int = 4
+
+
+@dataclass(frozen=True)
+class SAIRConfig:
+    """The whole model. ``use_semantic=False`` is the LIIF ablation (no SIR, no CLIP)."""
+
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    app: AppEncoderConfig = field(default_factory=AppEncoderConfig)
+    sir: MLPConfig = field(default_factory=MLPConfig)
+    air: MLPConfig = field(default_factory=MLPConfig)
+    use_semantic: bool = True
+    sir_unfold: bool = True  # SIR reads the 3x3 neighbourhood of each latent cell (as LIIF does)
+    name: str = "custom"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SAIRConfig":
+        d = dict(d)
+        sem = SemanticConfig(**d.pop("semantic", {}))
+        app_d = dict(d.pop("app", {}))
+        if "widths" in app_d:
+            app_d["widths"] = tuple(app_d["widths"])
+        app = AppEncoderConfig(**app_d)
+        sir = MLPConfig(**d.pop("sir", {}))
+        air = MLPConfig(**d.pop("air", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SAIR config fields: {sorted(unknown)}")
+        return cls(semantic=sem, app=app, sir=sir, air=air, **d)
+
+    def replace(self, **changes: Any) -> "SAIRConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _paper() -> SAIRConfig:
+    return SAIRConfig(name="sair-b16")
+
+
+def _small() -> SAIRConfig:
+    # The bundled demo model: a small ViT trained from scratch (no pretrained CLIP here).
+    return SAIRConfig(
+        semantic=SemanticConfig(width=128, layers=4, heads=4, embed_dim=64, max_side=224,
+                                pretrained=None),
+        app=AppEncoderConfig(widths=(32, 64, 128), res_blocks=4),
+        sir=MLPConfig(hidden=128, depth=4),
+        air=MLPConfig(hidden=128, depth=4),
+        name="sair-small",
+    )
+
+
+def _tiny() -> SAIRConfig:
+    # For tests: every code path of the full model at a size that runs in milliseconds.
+    return SAIRConfig(
+        semantic=SemanticConfig(width=32, layers=2, heads=2, embed_dim=16, max_side=64,
+                                pretrained=None),
+        app=AppEncoderConfig(widths=(8, 16, 32), res_blocks=1),
+        sir=MLPConfig(hidden=32, depth=4),
+        air=MLPConfig(hidden=32, depth=4),
+        name="sair-tiny",
+    )
+
+
+CONFIGS = {"sair-b16": _paper, "sair-small": _small, "sair-tiny": _tiny}
+
+
+def get_config(name: str) -> SAIRConfig:
+    """Return the registered configuration ``name`` (``sair-b16``, ``sair-small``, ``sair-tiny``)."""
+    try:
+        return CONFIGS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model config {name!r}; known: {', '.join(CONFIGS)}") from None

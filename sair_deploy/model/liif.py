@@ -1,0 +1,97 @@
+"""LIIF's local ensemble, written once: neighbours, relative coordinates, cells and area weights.
+
+Conventions (yinboc/liif): a grid of ``h x w`` latents has its pixel centres at
+``-1 + (2i + 1) / h`` in ``[-1, 1]``; ``coord[..., 0]`` is the row. A query ``x`` is answered by
+the four latents around it; the prediction from latent ``q`` is weighted by the area of the
+rectangle between ``x`` and the *diagonally opposite* latent, which is bilinear interpolation.
+Neighbours are found with integer indices and gathers, never ``grid_sample``, so that every
+runtime (ONNX Runtime, TensorRT) computes the same indices.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_SHIFT_EPS = 1e-6  # LIIF's eps_shift: ties between two latents go to the upper/left one
+_CLAMP = 1 - 1e-6
+_AREA_EPS = 1e-9
+
+
+class Neighbours(NamedTuple):
+    """The four latents around each query (last-but-one axis of size 4, LIIF's order)."""
+
+    row: Tensor  # (..., Q, 4) int64 row index of the latent
+    col: Tensor  # (..., Q, 4) int64 column index
+    centre: Tensor  # (..., Q, 4, 2) coordinate of the latent's centre
+    rel_coord: Tensor  # (..., Q, 4, 2) (x - x_q) measured in latent cells
+    weight: Tensor  # (..., Q, 4) area weights, summing to 1
+
+
+def grid_size(size: Sequence[int] | Tensor, like: Tensor) -> Tensor:
+    """``(h, w)`` as a float tensor on ``like``'s device (accepts ints or a tensor)."""
+    if isinstance(size, Tensor):
+        return size.to(device=like.device, dtype=like.dtype)
+    return torch.tensor([float(size[0]), float(size[1])], device=like.device, dtype=like.dtype)
+
+
+def local_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> Neighbours:
+    """Find the 4 latents of an ``h x w`` grid around each coordinate, with LIIF's weights.
+
+    ``coord`` has shape ``(..., Q, 2)``; ``size`` is ``(h, w)``.
+    """
+    hw = grid_size(size, coord)
+    half = 1.0 / hw  # half a latent cell, in [-1, 1] units
+    rows, cols, centres, rels, areas = [], [], [], [], []
+    for vy in (-1.0, 1.0):
+        for vx in (-1.0, 1.0):
+            shift = torch.stack([vy * half[0], vx * half[1]]) + _SHIFT_EPS
+            c = (coord + shift).clamp(-_CLAMP, _CLAMP)
+            ij = torch.floor((c + 1) * hw / 2)
+            ij = torch.minimum(ij.clamp_min(0), hw - 1)
+            centre = -1 + (2 * ij + 1) / hw
+            rel = (coord - centre) * hw
+            rows.append(ij[..., 0])
+            cols.append(ij[..., 1])
+            centres.append(centre)
+            rels.append(rel)
+            areas.append((rel[..., 0] * rel[..., 1]).abs() + _AREA_EPS)
+    area = torch.stack(areas[::-1], dim=-1)  # swap 0<->3 and 1<->2: the diagonal opposite
+    return Neighbours(
+        row=torch.stack(rows, dim=-1).long(),
+        col=torch.stack(cols, dim=-1).long(),
+        centre=torch.stack(centres, dim=-2),
+        rel_coord=torch.stack(rels, dim=-2),
+        weight=area / area.sum(dim=-1, keepdim=True),
+    )
+
+
+def scale_cell(cell: Tensor, size: Sequence[int] | Tensor) -> Tensor:
+    """A cell (the query pixel's size in [-1, 1] units) measured in latent cells, as LIIF does."""
+    return cell * grid_size(size, cell)
+
+
+def unfold3x3(feat: Tensor) -> Tensor:
+    """LIIF's feat_unfold: each latent becomes the concatenation of its 3x3 neighbourhood."""
+    b, c, h, w = feat.shape
+    return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
+
+
+def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
+    """Gather ``feat[b, :, row, col]`` for index tensors of shape ``(B, ...)``.
+
+    Returns ``(B, ..., C)``. Written as one flat Gather so it exports to a single ONNX op.
+    """
+    b, c, h, w = feat.shape
+    flat = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)
+    offset = torch.arange(b, device=feat.device).view(b, *([1] * (row.dim() - 1))) * (h * w)
+    idx = row * w + col + offset
+    return flat[idx.reshape(-1)].view(*idx.shape, c)
+
+
+def ensemble(pred: Tensor, weight: Tensor) -> Tensor:
+    """Weighted sum over the 4 neighbours: ``pred (..., 4, C)``, ``weight (..., 4)``."""
+    return (pred * weight.unsqueeze(-1)).sum(dim=-2)
