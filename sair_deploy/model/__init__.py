@@ -1,8 +1,5 @@
-"""SAIR's torch modules: one file per part of the network (imports torch)."""
+"""SAIR's torch modules, one file per part of the network.
 
-from .config import CONFIGS, AppEncoderConfig, MLPConfig, SAIRConfig, SemanticConfig, get_config
-from .fast import FastSAIR
-from .sair import SAIR, Features
-
-__all__ = ["SAIR", "FastSAIR", "Features", "SAIRConfig", "SemanticConfig", "AppEncoderConfig",
-           "MLPConfig", "CONFIGS", "get_config"]
+Import submodules directly (``from sair_deploy.model.sair import SAIR``); this package's
+``config`` module is importable without torch, so the torch-free runtime can read configs.
+"""
