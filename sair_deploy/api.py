@@ -1,0 +1,72 @@
+"""Loading a model: resolve what the user named (or the bundled demo model) to a backend."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from .backends.base import Backend
+from .errors import InputError, ModelError
+from .inpainter import Inpainter
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_CHECKPOINT = ASSETS / "sair-small-demo.safetensors"
+DEFAULT_EXPORT = ASSETS / "sair-small-demo-onnx"
+BACKENDS = ("auto", "torch", "onnx", "trt")
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The path of the model to run: what the user named, else the bundled demo model."""
+    if model is not None:
+        path = Path(model)
+        if not path.exists():
+            raise ModelError(f"model {path} does not exist (give a .safetensors checkpoint or an "
+                             f"export directory from sair-export)")
+        return path
+    for candidate in (DEFAULT_EXPORT, DEFAULT_CHECKPOINT):
+        if candidate.exists():
+            return candidate
+    raise ModelError("this install has no bundled model; pass --model CHECKPOINT_OR_EXPORT_DIR "
+                     "(train one with sair-train)")
+
+
+def load_backend(model: str | Path | None = None, backend: str = "auto", device: str = "cpu") -> Backend:
+    """A backend for ``model`` (a checkpoint file or an export directory).
+
+    ``auto`` prefers TensorRT, then ONNX Runtime (CUDA, then CPU), then torch.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    path = resolve_model(model)
+    if model is None and backend == "torch" and DEFAULT_CHECKPOINT.exists():
+        path = DEFAULT_CHECKPOINT
+    if path.is_dir():
+        if backend == "torch":
+            raise InputError(f"{path} is an export directory; the torch backend needs a .safetensors "
+                             f"checkpoint (or use --backend onnx)")
+        if backend in ("trt", "auto") and (path / "trt").is_dir() and _has("tensorrt"):
+            from .backends.trt_backend import TrtBackend
+            return TrtBackend(path)
+        if backend == "trt":
+            raise InputError(f"--backend trt needs TensorRT engines in {path}/trt and the tensorrt "
+                             f"package (sair-export --trt on the GPU host)")
+        from .backends.onnx_backend import OnnxBackend
+        return OnnxBackend(path, device=device)
+    if backend in ("onnx", "trt"):
+        raise InputError(f"{path} is a checkpoint; export it first (sair-export {path} -o DIR) to use "
+                         f"--backend {backend}")
+    if not _has("torch"):
+        raise InputError("running a .safetensors checkpoint needs PyTorch: pip install "
+                         "'sair-deploy[train]', or export the model to ONNX with sair-export")
+    from .backends.torch_backend import TorchBackend
+    return TorchBackend.from_checkpoint(path, device=device)
+
+
+def load_inpainter(model: str | Path | None = None, backend: str = "auto", device: str = "cpu",
+                   **options) -> Inpainter:
+    """An :class:`Inpainter` ready for ``set_image`` (options go to :class:`Inpainter`)."""
+    return Inpainter(load_backend(model, backend, device), **options)

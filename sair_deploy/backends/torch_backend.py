@@ -1,0 +1,71 @@
+"""PyTorch backend: runs the same graph modules the exporter traces (imports torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..model.config import SAIRConfig
+
+
+class TorchBackend:
+    """Runs :func:`sair_deploy.model.graphs.build_graphs` on CPU or CUDA.
+
+    Also offers the literal reference path (:meth:`reference_features`, :meth:`reference_query`)
+    for tests and benchmarks.
+    """
+
+    def __init__(self, model, device: str = "cpu"):
+        import torch
+
+        from ..model.graphs import build_graphs
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            from ..errors import InputError
+            raise InputError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+        self._torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config: SAIRConfig = model.cfg
+        self.graphs = build_graphs(self.model)
+        self.name = "torch" if self.device.type == "cpu" else f"torch-{self.device.type}"
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "TorchBackend":
+        from ..model.checkpoint import load_checkpoint
+
+        return cls(load_checkpoint(path), device)
+
+    def _run(self, name: str, *arrays: np.ndarray | None) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+                    for a in arrays if a is not None]
+            return self.graphs[name](*args).float().cpu().numpy()
+
+    def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray) -> np.ndarray:
+        return self._run("semantic", sem_image, sem_valid)
+
+    def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run("appearance", image, mask)
+
+    def precompute(self, app, sem_pre=None, centres=None, pixel_cell=None) -> np.ndarray:
+        return self._run("precompute", app, sem_pre, centres, pixel_cell)
+
+    def query(self, air_pre, grid, coord, cell) -> np.ndarray:
+        return self._run("query", air_pre, grid, coord, cell)
+
+    # ---- the literal path of the paper --------------------------------------------------
+    def reference_features(self, image, mask, sem_image=None, sem_valid=None):
+        """Whole-image features for :meth:`reference_query` (no tiling)."""
+        torch = self._torch
+        t = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+        with torch.inference_mode():
+            return self.model.encode(t(image), t(mask), t(sem_image), t(sem_valid))
+
+    def reference_query(self, feats, coord: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            c = torch.from_numpy(coord).to(self.device)
+            return self.model.query(feats, c, torch.from_numpy(cell).to(self.device)).cpu().numpy()
