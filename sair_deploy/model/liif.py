@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _SHIFT_EPS = 1e-6  # LIIF's eps_shift: ties between two latents go to the upper/left one
-_CLAMP = 1 - 1e-6
 _AREA_EPS = 1e-9
 
 
@@ -27,7 +26,7 @@ class Neighbours(NamedTuple):
     row: Tensor  # (..., Q, 4) int64 row index of the latent
     col: Tensor  # (..., Q, 4) int64 column index
     centre: Tensor  # (..., Q, 4, 2) coordinate of the latent's centre
-    rel_coord: Tensor  # (..., Q, 4, 2) (x - x_q) measured in latent cells
+    rel_coord: Tensor  # (..., Q, 4, 2) (x - x_q) scaled by (h, w) as LIIF does: a cell spans 2
     weight: Tensor  # (..., Q, 4) area weights, summing to 1
 
 
@@ -49,16 +48,18 @@ def local_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> Neighbours:
     for vy in (-1.0, 1.0):
         for vx in (-1.0, 1.0):
             shift = torch.stack([vy * half[0], vx * half[1]]) + _SHIFT_EPS
-            c = (coord + shift).clamp(-_CLAMP, _CLAMP)
-            ij = torch.floor((c + 1) * hw / 2)
-            ij = torch.minimum(ij.clamp_min(0), hw - 1)
+            # The neighbour as if the grid went on past the border; the latent actually read is
+            # the nearest one inside (LIIF's clamp). Areas use the unclamped geometry, so the
+            # weights stay bilinear (with border replication) right up to the image edge.
+            ij_free = torch.floor((coord + shift + 1) * hw / 2)
+            ij = torch.minimum(ij_free.clamp_min(0), hw - 1)
             centre = -1 + (2 * ij + 1) / hw
-            rel = (coord - centre) * hw
+            rel_free = (coord - (-1 + (2 * ij_free + 1) / hw)) * hw
             rows.append(ij[..., 0])
             cols.append(ij[..., 1])
             centres.append(centre)
-            rels.append(rel)
-            areas.append((rel[..., 0] * rel[..., 1]).abs() + _AREA_EPS)
+            rels.append((coord - centre) * hw)
+            areas.append((rel_free[..., 0] * rel_free[..., 1]).abs() + _AREA_EPS)
     area = torch.stack(areas[::-1], dim=-1)  # swap 0<->3 and 1<->2: the diagonal opposite
     return Neighbours(
         row=torch.stack(rows, dim=-1).long(),
@@ -70,7 +71,7 @@ def local_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> Neighbours:
 
 
 def scale_cell(cell: Tensor, size: Sequence[int] | Tensor) -> Tensor:
-    """A cell (the query pixel's size in [-1, 1] units) measured in latent cells, as LIIF does."""
+    """A cell (the query pixel's size in [-1, 1] units) scaled by the grid size, as LIIF does."""
     return cell * grid_size(size, cell)
 
 

@@ -1,0 +1,56 @@
+"""LIIF's local ensemble: weights, grid reproduction and bilinear interpolation."""
+
+import torch
+import torch.nn.functional as F
+
+from sair_deploy.coords import make_coord
+from sair_deploy.model.liif import ensemble, gather_latents, local_neighbours, unfold3x3
+
+
+def _identity_field(feat, coord):
+    nb = local_neighbours(coord, feat.shape[-2:])
+    return ensemble(gather_latents(feat, nb.row, nb.col), nb.weight), nb
+
+
+def test_weights_sum_to_one_and_are_non_negative():
+    coord = torch.rand(2, 500, 2) * 2 - 1
+    nb = local_neighbours(coord, (7, 11))
+    assert torch.allclose(nb.weight.sum(-1), torch.ones(2, 500), atol=1e-6)
+    assert (nb.weight >= 0).all()
+    assert nb.row.min() >= 0 and nb.row.max() <= 6 and nb.col.min() >= 0 and nb.col.max() <= 10
+
+
+def test_queries_at_pixel_centres_reproduce_the_grid():
+    feat = torch.randn(2, 5, 6, 9)
+    coord = torch.from_numpy(make_coord((6, 9)))[None].expand(2, -1, -1)
+    out, _ = _identity_field(feat, coord)
+    assert torch.allclose(out, feat.flatten(2).transpose(1, 2), atol=1e-6)
+
+
+def test_queries_between_centres_interpolate_bilinearly():
+    h, w = 6, 9
+    feat = torch.randn(1, 4, h, w)
+    # anywhere in the image, borders included (border replication past the outer centres)
+    coord = torch.rand(1, 300, 2) * 2 - 1
+    coord[0, :4] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 0.3], [0.99, -0.999]])
+    out, _ = _identity_field(feat, coord)
+    grid = coord.flip(-1).view(1, 300, 1, 2)  # grid_sample wants (x, y)
+    expected = F.grid_sample(feat, grid, mode="bilinear", align_corners=False,
+                             padding_mode="border")[..., 0].transpose(1, 2)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_rel_coord_is_scaled_like_liif():
+    coord = torch.tensor([[[0.0, 0.0]]])  # exactly between 4 centres of a 4x4 grid
+    nb = local_neighbours(coord, (4, 4))
+    # LIIF multiplies (x - x_q) by the grid size: half a cell away reads as 1
+    assert torch.allclose(nb.rel_coord.abs(), torch.ones(1, 1, 4, 2))
+    assert torch.allclose(nb.weight, torch.full((1, 1, 4), 0.25))
+
+
+def test_unfold_is_the_3x3_neighbourhood():
+    feat = torch.arange(16.0).view(1, 1, 4, 4)
+    u = unfold3x3(feat)
+    assert u.shape == (1, 9, 4, 4)
+    assert torch.equal(u[0, :, 1, 1], torch.tensor([0.0, 1, 2, 4, 5, 6, 8, 9, 10]))
+    assert u[0, 0, 0, 0] == 0  # zero padding outside
