@@ -1,0 +1,141 @@
+"""Shapes of every module; encode once / query many; fast path == literal path; checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_model
+from sair_deploy.coords import cell_for, make_coord
+from sair_deploy.errors import ModelError
+from sair_deploy.model.appearance import AppEncoder
+from sair_deploy.model.checkpoint import load_checkpoint, read_config, save_checkpoint
+from sair_deploy.model.config import SAIRConfig, get_config
+from sair_deploy.model.fast import FastSAIR
+from sair_deploy.preprocess import semantic_input, semantic_size
+
+
+def _inputs(b, h, w, max_side=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(b, 3, h, w, generator=g)
+    mask = (torch.rand(b, 1, h, w, generator=g) < 0.3).float()
+    sem = [semantic_input(image[i].permute(1, 2, 0).numpy(), mask[i, 0].numpy(), max_side) for i in range(b)]
+    sem_image = torch.from_numpy(np.stack([s[0] for s in sem]))
+    sem_valid = torch.from_numpy(np.stack([s[1] for s in sem]))
+    return image, mask, sem_image, sem_valid
+
+
+@pytest.mark.parametrize("size", [(32, 32), (40, 52), (64, 100)])
+def test_shapes_and_dtypes_of_every_module(tiny_model, size):
+    h, w = size
+    cfg = tiny_model.cfg
+    image, mask, sem_image, sem_valid = _inputs(2, h, w)
+    with torch.no_grad():
+        feats = tiny_model.encode(image, mask, sem_image, sem_valid)
+        sh, sw = semantic_size(h, w, cfg.semantic.max_side)
+        assert feats.embedding.shape == (2, cfg.semantic.embed_dim, sh // 16, sw // 16)
+        assert feats.holes.shape == (2, 1, sh // 16, sw // 16)
+        assert 0 <= feats.holes.min() and feats.holes.max() <= 1
+        assert feats.app.shape == (2, cfg.app.out_channels, h, w)
+        coord = torch.rand(2, 17, 2) * 2 - 1
+        s = tiny_model.semantic_at(feats, coord, torch.tensor([[[0.1, 0.1]]]))
+        assert s.shape == (2, 17, cfg.semantic.embed_dim)
+        rgb = tiny_model.query(feats, coord, torch.tensor([[[0.05, 0.05]]]))
+        assert rgb.shape == (2, 17, 3)
+    for t in (*feats, s, rgb):
+        assert t.dtype == torch.float32 and torch.isfinite(t).all()
+
+
+def test_app_encoder_rejects_sizes_not_multiple_of_4():
+    enc = AppEncoder(get_config("sair-tiny").app)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        enc(torch.rand(1, 3, 30, 32), torch.zeros(1, 1, 30, 32))
+
+
+def test_encode_once_query_many_equals_one_forward(tiny_model):
+    image, mask, sem_image, sem_valid = _inputs(1, 36, 44)
+    coord = torch.from_numpy(make_coord((72, 88)))[None]
+    cell = torch.from_numpy(cell_for((72, 88)))[None]
+    with torch.no_grad():
+        whole = tiny_model(image, mask, sem_image, sem_valid, coord, cell)
+        feats = tiny_model.encode(image, mask, sem_image, sem_valid)
+        parts = torch.cat([tiny_model.query(feats, c, cell) for c in coord.split(1000, dim=1)], dim=1)
+    assert torch.allclose(whole, parts, atol=1e-6)
+
+
+@pytest.mark.parametrize("use_semantic", [True, False])
+@pytest.mark.parametrize("unfold", [True, False])
+def test_fast_paths_equal_the_literal_path(use_semantic, unfold):
+    model = make_model(use_semantic=use_semantic, sir_unfold=unfold)
+    image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
+    coord = torch.rand(2, 400, 2) * 2 - 1
+    cell = torch.tensor([[[2 / 50, 2 / 61]]])
+    fast = FastSAIR(model)
+    with torch.no_grad():
+        feats = model.encode(image, mask, sem_image, sem_valid)
+        ref = model.query(feats, coord, cell)
+        dense = fast.query_dense(feats, coord, cell)
+        sparse = fast.query_sparse(feats, coord, cell)
+    assert torch.allclose(ref, dense, atol=1e-5)
+    assert torch.allclose(ref, sparse, atol=1e-5)
+
+
+def test_fast_path_has_gradients_like_the_literal_path():
+    model = make_model().train()
+    image, mask, sem_image, sem_valid = _inputs(1, 20, 24)
+    coord = torch.rand(1, 50, 2) * 2 - 1
+    cell = torch.tensor([[[0.1, 0.1]]])
+    grads = []
+    for fn in (model.query, FastSAIR(model).query_sparse):
+        model.zero_grad()
+        fn(model.encode(image, mask, sem_image, sem_valid), coord, cell).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-3)
+
+
+def test_checkpoint_round_trip_rebuilds_the_model(tmp_path, tiny_model):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_model, path)
+    assert read_config(path) == tiny_model.cfg
+    loaded = load_checkpoint(path)
+    image, mask, sem_image, sem_valid = _inputs(1, 32, 32)
+    coord = torch.rand(1, 64, 2) * 2 - 1
+    cell = torch.tensor([[[0.05, 0.05]]])
+    with torch.no_grad():
+        a = tiny_model(image, mask, sem_image, sem_valid, coord, cell)
+        b = loaded(image, mask, sem_image, sem_valid, coord, cell)
+    assert torch.equal(a, b)
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temp file
+
+
+def test_config_round_trips_through_json():
+    for name in ("sair-b16", "sair-small", "sair-tiny"):
+        cfg = get_config(name)
+        assert SAIRConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        SAIRConfig.from_dict({"bogus": 1})
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, tiny_checkpoint):
+    data = open(tiny_checkpoint, "rb").read()
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="corrupt"):
+        load_checkpoint(trunc)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ModelError, match="corrupt|not a safetensors"):
+        load_checkpoint(garbage)
+    from safetensors.torch import save_file
+    other = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(1)}, str(other), metadata={"format": "sair-deploy-checkpoint",
+                                                            "format_version": "99", "config": "{}"})
+    with pytest.raises(ModelError, match="format version 99"):
+        load_checkpoint(other)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(1)}, str(foreign))
+    with pytest.raises(ModelError, match="not a sair-deploy checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(ModelError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors")
