@@ -129,10 +129,10 @@ class Inpainter:
             self._blocks.popitem(last=False)
         return pre
 
-    def _plan_queries(self, out_h: int, out_w: int):
+    def _plan_queries(self, out_h: int, out_w: int, holes_only: bool):
         """Per block: the region to precompute, output indices and their coordinates."""
         h, w = self.height, self.width
-        same = (out_h, out_w) == (h, w)
+        same = holes_only and (out_h, out_w) == (h, w)
         ys_all = (-1.0 + (2.0 * np.arange(out_h) + 1.0) / out_h).astype(np.float32)
         xs_all = (-1.0 + (2.0 * np.arange(out_w) + 1.0) / out_w).astype(np.float32)
         for r0, r1, c0, c1 in plan_blocks(h, w, self.block):
@@ -155,7 +155,8 @@ class Inpainter:
     def inpaint(self, scale: float = 1.0) -> np.ndarray:
         """The image with its holes filled, ``round(S*H) x round(S*W) x 3`` float32 in [0, 1].
 
-        At scale 1 only hole pixels are queried; known pixels are returned exactly as given.
+        At scale 1 only hole pixels are queried (the reference path queries every pixel, as the
+        paper's formulation does); known pixels are returned exactly as given.
         """
         if not np.isfinite(scale) or scale < 1:
             raise InputError(f"--scale must be a number >= 1, got {scale}")
@@ -166,9 +167,12 @@ class Inpainter:
         same = (out_h, out_w) == (self.height, self.width)
         out = self.image.copy() if same else np.zeros((out_h, out_w, 3), dtype=np.float32)
         cell = cell_for((out_h, out_w))[None]
-        plan = list(self._plan_queries(out_h, out_w))
-        if self.reference:
-            return self._inpaint_reference(out, plan, cell)
+        if self.reference:  # literally: every output pixel, then the known ones put back
+            out = self._inpaint_reference(out, list(self._plan_queries(out_h, out_w, False)), cell)
+            if same:
+                out[~self.mask] = self.image[~self.mask]
+            return out
+        plan = list(self._plan_queries(out_h, out_w, True))
         needed = np.zeros((self.height, self.width), dtype=bool)
         for (r0, r1, c0, c1), *_ in plan:
             needed[max(r0 - 1, 0):r1 + 1, max(c0 - 1, 0):c1 + 1] = True
