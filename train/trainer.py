@@ -1,0 +1,415 @@
+"""The training loop: losses, stages, optimiser and schedule, checkpoints, resume, DDP.
+
+One process or many (``torchrun``): the same code. Each process draws its own shard of every
+epoch's permutation; ``batch`` is the global batch size. A run folder holds
+
+* ``model.safetensors``: the model as a sair-deploy checkpoint (what ``sair-inpaint`` loads),
+* ``state.pt``: everything needed to continue exactly (weights, optimiser, scheduler, step,
+  epoch, position in the epoch, RNG states, arguments); read with ``weights_only=True``,
+* ``log.jsonl``: one JSON object per logged step and per validation.
+
+Both files are written atomically (temp file + rename), so a run killed mid-write keeps the
+previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sair_deploy.coords import make_coord
+from sair_deploy.errors import ModelError
+from sair_deploy.model.checkpoint import atomic_write, save_checkpoint
+from sair_deploy.model.config import SAIRConfig, get_config
+from sair_deploy.model.fast import FastSAIR
+from sair_deploy.model.sair import SAIR, Features
+
+from .data import (InpaintingDataset, SampleSpec, ValidationDataset, list_images, split_files)
+from .masks import MaskFolder
+
+STAGES = ("joint", "sir-then-air")
+
+
+@dataclass
+class TrainArgs:
+    """Every option of a run (saved in the state file; ``--resume`` reuses them)."""
+
+    data: list[str] = field(default_factory=list)
+    out: str = "runs/sair"
+    config: str = "sair-small"
+    no_semantic: bool = False
+    clip_weights: str | None = None
+    clip_cache: str | None = None
+    train_clip: bool | None = None  # None: train the ViT only when it has no pretrained weights
+    masks: str | None = None
+    size: int = 128
+    queries: int = 2304
+    scale_max: float = 4.0
+    scale_prob: float = 0.5
+    hole_fraction: float = 0.5
+    repeat: int = 1
+    val_count: int = 4
+    val: list[str] = field(default_factory=list)  # validation images from elsewhere (no split)
+    batch: int = 16
+    epochs: int = 200
+    lr: float = 1e-4
+    lr_step: int = 100  # epochs between halvings
+    lr_gamma: float = 0.5
+    sem_weight: float = 1.0
+    stage: str = "joint"
+    sir_epochs: int = 50  # first stage of sir-then-air
+    seed: int = 0
+    workers: int = 0
+    ckpt_every: int = 500  # steps
+    log_every: int = 10  # steps
+    val_every: int = 1  # epochs
+    max_minutes: float | None = None
+    max_steps: int | None = None
+    device: str = "auto"
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---- distributed -----------------------------------------------------------------------------
+def _dist_setup(device: str) -> tuple[int, int, torch.device]:
+    """Initialise the process group under torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(f"cuda:{local}" if device == "cuda" else device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+# ---- model -----------------------------------------------------------------------------------
+def build_model(args: TrainArgs) -> SAIR:
+    """The configured model; CLIP's pretrained weights loaded when the config names them."""
+    cfg: SAIRConfig = get_config(args.config)
+    if args.no_semantic:
+        cfg = cfg.replace(use_semantic=False)
+    model = SAIR(cfg)
+    if cfg.use_semantic and (cfg.semantic.pretrained or args.clip_weights):
+        from sair_deploy.model.semantic import load_pretrained_visual
+
+        state = load_pretrained_visual(cfg.semantic, args.clip_weights, args.clip_cache)
+        model.semantic.visual.load_state_dict(state)
+    return model
+
+
+def _train_clip(args: TrainArgs, model: SAIR) -> bool:
+    if not model.cfg.use_semantic:
+        return False
+    if args.train_clip is not None:
+        return args.train_clip
+    return not (model.cfg.semantic.pretrained or args.clip_weights)
+
+
+def stage_at(args: TrainArgs, epoch: int) -> str:
+    """``joint``, ``sir`` (first stage) or ``air`` (second stage, SIR frozen)."""
+    if args.stage == "joint":
+        return "joint"
+    return "sir" if epoch < args.sir_epochs else "air"
+
+
+def set_trainable(model: SAIR, args: TrainArgs, stage: str) -> None:
+    """Freeze and unfreeze the parts each stage trains."""
+    model.requires_grad_(False)
+    sem = model.cfg.use_semantic
+    if stage in ("joint", "air"):
+        model.app_encoder.requires_grad_(True)
+        model.air.requires_grad_(True)
+    if sem and stage in ("joint", "sir"):
+        model.sir.requires_grad_(True)
+    if sem and stage == "joint" and _train_clip(args, model):
+        model.semantic.requires_grad_(True)
+
+
+class TrainStep(nn.Module):
+    """The losses of one batch as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: SAIR, sem_weight: float, stage: str):
+        super().__init__()
+        self.model, self.sem_weight, self.stage = model, sem_weight, stage
+        self.fast = FastSAIR(model)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        m = self.model
+        use_sem = m.cfg.use_semantic
+        losses: dict[str, Tensor] = {}
+        if self.stage == "sir":
+            emb, holes = m.encode_semantic(batch["sem_image"], batch["sem_valid"])
+            feats = Features(emb, holes, batch["image"])
+        else:
+            feats = m.encode(batch["image"], batch["mask"], batch.get("sem_image"),
+                             batch.get("sem_valid"))
+            pred = self.fast.query_sparse(feats, batch["coord"], batch["cell"].unsqueeze(1))
+            losses["rgb"] = F.l1_loss(pred, batch["gt"])
+        if use_sem and self.stage != "air" and (self.sem_weight > 0 or self.stage == "sir"):
+            losses["sem"] = self.semantic_loss(feats, batch["sem_full"])
+        total = losses.get("rgb", 0.0)
+        if "sem" in losses:
+            total = total + (1.0 if self.stage == "sir" else self.sem_weight) * losses["sem"]
+        losses["loss"] = total
+        return losses
+
+    def semantic_loss(self, feats: Features, sem_full: Tensor) -> Tensor:
+        """L1 between SIR at the latent centres and the encoder's grid of the unmasked image."""
+        m = self.model
+        with torch.no_grad():
+            valid = torch.ones_like(sem_full[:, :1])
+            target, _ = m.encode_semantic(sem_full, valid)
+        b, d, h, w = target.shape
+        centres = torch.from_numpy(make_coord((h, w))).to(target).unsqueeze(0).expand(b, -1, -1)
+        cell = torch.tensor([[[2.0 / h, 2.0 / w]]], dtype=target.dtype, device=target.device)
+        pred = m.semantic_at(feats, centres, cell)
+        return F.l1_loss(pred, target.flatten(2).transpose(1, 2))
+
+
+# ---- checkpoints -----------------------------------------------------------------------------
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training-state file; a truncated or corrupt file is a one-line :class:`ModelError`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "state.pt"
+    if not path.is_file():
+        raise ModelError(f"no training state at {path}; pass a run folder or its state.pt")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ModelError(f"training state {path} is truncated or corrupt ({detail}); "
+                         f"resume from an intact copy or start a new run") from None
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_pos": random.getstate()[2]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---- validation ------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: SAIR, loader, device: torch.device) -> dict[str, float]:
+    """Composited PSNR / L1 on the validation crops at scale 1 (whole image queried)."""
+    was = model.training
+    model.eval()
+    fast = FastSAIR(model)
+    psnrs, l1s = [], []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        img, mask = batch["image"], batch["mask"]
+        b, _, h, w = img.shape
+        feats = model.encode(img, mask, batch.get("sem_image"), batch.get("sem_valid"))
+        coord = torch.from_numpy(make_coord((h, w))).to(img).unsqueeze(0).expand(b, -1, -1)
+        cell = torch.tensor([[[2.0 / h, 2.0 / w]]], device=device)
+        pred = fast.query_dense(feats, coord, cell).clamp(0, 1)
+        pred = pred.transpose(1, 2).reshape(b, 3, h, w)
+        out = pred * mask + img * (1 - mask)
+        mse = ((out - img) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+        psnrs += (10 * torch.log10(1 / mse)).tolist()
+        l1s += (out - img).abs().flatten(1).mean(1).tolist()
+    model.train(was)
+    return {"val_psnr": float(np.mean(psnrs)), "val_l1": float(np.mean(l1s))} if psnrs else {}
+
+
+# ---- the loop --------------------------------------------------------------------------------
+class _Batches:
+    """This process's batches of one epoch: a seeded permutation, sharded, from batch ``start``."""
+
+    def __init__(self, dataset, batch: int, epoch: int, seed: int, rank: int, world: int,
+                 start: int, workers: int):
+        n = len(dataset)
+        order = np.random.default_rng([seed, epoch, 11]).permutation(n)
+        steps = n // batch if n >= batch else 1
+        order = np.resize(order, steps * batch)  # repeats when the set is smaller than a batch
+        local = batch // world
+        self.batches = [order[s * batch + rank * local: s * batch + (rank + 1) * local].tolist()
+                        for s in range(start, steps)]
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=self.batches, num_workers=workers,
+            persistent_workers=False)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def steps_per_epoch(n: int, batch: int) -> int:
+    return n // batch if n >= batch else 1
+
+
+def train(args: TrainArgs, resume: str | None = None) -> dict[str, Any]:
+    """Run (or continue) training; returns a summary of the last step."""
+    from tqdm import tqdm
+
+    state = load_state(resume) if resume else None
+    if state is not None:
+        saved = dict(state["args"])
+        for key in ("max_minutes", "max_steps", "progress", "workers", "device", "out"):
+            saved[key] = getattr(args, key) if getattr(args, key) is not None else saved[key]
+        args = TrainArgs(**saved)
+    rank, world, device = _dist_setup(args.device)
+    if args.batch % world:
+        raise ValueError(f"batch {args.batch} is not divisible by {world} processes")
+    if args.stage not in STAGES:
+        raise ValueError(f"unknown stage {args.stage!r}; one of {', '.join(STAGES)}")
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    out = Path(args.out)
+
+    model = build_model(args)
+    files = list_images(args.data)
+    if args.val:
+        train_files, val_files = files, list_images(args.val)
+    else:
+        train_files, val_files = split_files(files, args.val_count, args.seed)
+    sem_target = model.cfg.use_semantic and (args.sem_weight > 0 or args.stage != "joint")
+    spec = SampleSpec(size=args.size, queries=args.queries, scale_max=args.scale_max,
+                      scale_prob=args.scale_prob, hole_fraction=args.hole_fraction,
+                      sem_max_side=model.cfg.semantic.max_side, semantic_target=sem_target)
+    masks = MaskFolder(args.masks) if args.masks else None
+    train_set = InpaintingDataset(train_files, spec, args.seed, args.repeat, masks)
+    val_set = ValidationDataset(val_files, spec, args.seed) if val_files else None
+    spe = steps_per_epoch(len(train_set), args.batch)
+
+    params = [p for n, p in model.named_parameters()
+              if not n.startswith("semantic.") or _train_clip(args, model)]
+    opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
+    step, epoch, start = 0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, epoch, start = state["step"], state["epoch"], state["batch_in_epoch"]
+        _set_rng_state(state["rng"])
+    model.to(device).train()
+
+    log_f = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log_f = open(out / "log.jsonl", "a")
+
+    def log(record: dict[str, Any]) -> None:
+        if log_f:
+            log_f.write(json.dumps(record) + "\n")
+            log_f.flush()
+
+    def checkpoint(final: bool = False) -> None:
+        if rank != 0:
+            return
+        save_state(out / "state.pt", {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "step": step, "epoch": epoch,
+            "batch_in_epoch": start, "rng": _rng_state(), "args": args.to_dict()})
+        save_checkpoint(model, out / "model.safetensors",
+                        extra={"step": str(step), "epoch": str(epoch), "final": str(final)})
+
+    if rank == 0:
+        log({"event": "start", "step": step, "epoch": epoch, "world": world,
+             "train_images": len(train_files), "val_images": len(val_files),
+             "steps_per_epoch": spe, "args": args.to_dict()})
+
+    t0 = time.time()
+    deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
+    stop = False
+    last: dict[str, Any] = {}
+    skipped_total = 0
+    while epoch < args.epochs and not stop:
+        stage = stage_at(args, epoch)
+        set_trainable(model, args, stage)
+        step_mod: nn.Module = TrainStep(model, args.sem_weight, stage)
+        if world > 1:
+            step_mod = nn.parallel.DistributedDataParallel(
+                step_mod, device_ids=[device.index] if device.type == "cuda" else None)
+        train_set.set_epoch(epoch)
+        batches = _Batches(train_set, args.batch, epoch, args.seed, rank, world, start,
+                           args.workers)
+        bar = tqdm(total=spe, initial=start, desc=f"epoch {epoch} [{stage}]",
+                   disable=rank != 0 or not args.progress, mininterval=2.0, dynamic_ncols=True)
+        tick, seen = time.time(), 0
+        for batch in batches:
+            skipped_total += int(batch.pop("skipped").sum())
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            losses = step_mod(batch)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+            step += 1
+            start += 1
+            seen += batch["image"].shape[0] * world
+            ips = seen / max(time.time() - tick, 1e-6)
+            vals = {k: float(v.detach()) for k, v in losses.items()}
+            bar.set_postfix(loss=f"{vals['loss']:.4f}", img_s=f"{ips:.1f}")
+            bar.update(1)
+            last = {"step": step, "epoch": epoch, "stage": stage, **vals,
+                    "lr": opt.param_groups[0]["lr"], "img_s": ips, "skipped": skipped_total}
+            if step % args.log_every == 0:
+                log(last)
+            if args.ckpt_every and step % args.ckpt_every == 0:
+                checkpoint()
+            stop = time.time() > deadline or (args.max_steps is not None
+                                              and step >= args.max_steps)
+            if world > 1:  # every process stops at the same step
+                flag = torch.tensor([float(stop)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
+                break
+        bar.close()
+        if not stop:
+            epoch += 1
+            start = 0
+            sched.step()
+            if rank == 0 and val_set is not None and args.val_every and \
+                    epoch % args.val_every == 0:
+                loader = torch.utils.data.DataLoader(val_set, batch_size=8)
+                metrics = validate(model, loader, device)
+                log({"event": "val", "step": step, "epoch": epoch, **metrics})
+                last.update(metrics)
+    checkpoint(final=True)
+    if rank == 0:
+        log({"event": "end", "step": step, "epoch": epoch, "minutes": (time.time() - t0) / 60,
+             "skipped_images": skipped_total})
+        log_f.close()
+    last.update(step=step, epoch=epoch, skipped=skipped_total)
+    return last
