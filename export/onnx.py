@@ -22,6 +22,8 @@ from sair_deploy.model.graphs import PrecomputeGraph, build_graphs
 from sair_deploy.model.liif import ensemble, gather_latents, local_neighbours, scale_cell
 from sair_deploy.model.sair import SAIR
 
+from .manifest import make_readable
+
 OPSET = 18
 _PROTO_LIMIT = 2**31 - 2**20  # protobuf's 2 GB, with room for the graph itself
 
@@ -186,7 +188,11 @@ def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> list[str]:
     """
     path = Path(path)
     if proto.ByteSize() < _PROTO_LIMIT:
-        atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
+        def write_one(tmp: str) -> None:
+            onnx.save_model(proto, tmp)
+            make_readable(tmp)
+
+        atomic_write(path, write_one)
         return [path.name]
     data = path.name + ".data"
     proto = onnx.ModelProto.FromString(proto.SerializeToString())  # saving moves weights out
@@ -196,6 +202,8 @@ def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> list[str]:
         # to its temp name first, then move it into place before the model that points to it.
         onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data, size_threshold=1024)
+        make_readable(tmp)
+        make_readable(Path(tmp).parent / data)
 
     atomic_write(path, write)
     return [path.name, data]

@@ -1,0 +1,53 @@
+"""``sair-export CHECKPOINT -o DIR [--fp16] [--trt] [--check] [--force]``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from sair_deploy.errors import SairError
+from sair_deploy.version import __version__
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Export directory (graphs, manifest.json, trt/ engines).")
+@click.option("--fp16", is_flag=True, help="Also write float16 graphs (precision inside the graph).")
+@click.option("--trt", is_flag=True, help="Build TensorRT engines (needs TensorRT and a CUDA GPU).")
+@click.option("--check", is_flag=True, help="Compare every export with PyTorch; fail past tolerance.")
+@click.option("--force", is_flag=True, help="Overwrite an existing export directory.")
+@click.option("--tile", type=int, default=None, help="Runtime tile size the TensorRT profiles cover.")
+@click.option("--block", type=int, default=None, help="Runtime block size the TensorRT profiles cover.")
+@click.option("--chunk", type=int, default=None, help="Queries per call the TensorRT profiles cover.")
+@click.option("--workspace-mb", type=int, default=4096, show_default=True,
+              help="TensorRT builder workspace limit.")
+@click.version_option(__version__, prog_name="sair-export")
+def cli(checkpoint: Path, out_dir: Path, fp16: bool, trt: bool, check: bool, force: bool,
+        tile: int | None, block: int | None, chunk: int | None, workspace_mb: int) -> None:
+    """Export CHECKPOINT (.safetensors) to ONNX graphs (and TensorRT engines) in DIR."""
+    import warnings
+
+    from .pipeline import export_checkpoint, run_checks
+
+    warnings.filterwarnings("ignore")  # the exporter's deprecation chatter
+    runtime = {k: v for k, v in (("tile", tile), ("block", block), ("chunk", chunk)) if v is not None}
+    try:
+        manifest = export_checkpoint(checkpoint, out_dir, fp16=fp16, trt=trt, force=force,
+                                     runtime=runtime, workspace_mb=workspace_mb, log=click.echo)
+        if check and not run_checks(checkpoint, out_dir, manifest, log=click.echo):
+            click.echo("error: parity check failed (see the FAIL lines above)", err=True)
+            sys.exit(1)
+    except SairError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The export manifest: ``manifest.json`` beside the graphs, describing and fingerprinting them.
+
+It records the model config, every graph's inputs and outputs (names, shapes, dtypes) and files,
+the opset, the versions of the packages that produced it, the runtime's tile/block/chunk sizes
+(the TensorRT profiles are built for them) and the sha256 of every file. The runtime backends
+read it with :func:`load_manifest`, which checks the format and the hashes of the files they use.
+No torch here: the torch-free runtime imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sair_deploy.errors import ModelError
+
+MANIFEST = "manifest.json"
+FORMAT = "sair-export"
+FORMAT_VERSION = 1
+GRAPH_ORDER = ("semantic", "appearance", "precompute", "query")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_readable(path: str | os.PathLike) -> None:
+    """Give a temp file (created 0600) the permissions a normal new file would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def package_versions(names: tuple[str, ...] = ("sair-deploy", "torch", "onnx", "onnxscript",
+                                                "onnxruntime", "onnxruntime-gpu", "numpy")) -> dict[str, str]:
+    """Installed versions of ``names`` (packages that are absent are left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def runtime_sizes() -> dict[str, int]:
+    """The runtime's default tile, overlap-free block and chunk sizes (TensorRT profiles use them)."""
+    import inspect
+
+    from sair_deploy import inpainter
+
+    params = inspect.signature(inpainter.Inpainter.__init__).parameters
+    return {"tile": int(params["tile"].default), "block": int(params["block"].default),
+            "chunk": int(params["chunk"].default), "margin": int(getattr(inpainter, "_MARGIN", 2))}
+
+
+def value_info(vi) -> dict[str, Any]:
+    """``{"name", "dtype", "shape"}`` of an ONNX ``ValueInfoProto`` (symbolic dims as strings)."""
+    from onnx import helper
+
+    t = vi.type.tensor_type
+    shape = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+    return {"name": vi.name, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+            "shape": shape}
+
+
+def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Hash every file the manifest lists under ``files`` and write ``manifest.json`` atomically."""
+    from sair_deploy.model.checkpoint import atomic_write  # torch: export side only
+
+    out_dir = Path(out_dir)
+    manifest = dict(manifest)
+    manifest["format"] = FORMAT
+    manifest["format_version"] = FORMAT_VERSION
+    manifest["sha256"] = {f: sha256(out_dir / f) for f in sorted(manifest_files(manifest))}
+    path = out_dir / MANIFEST
+    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+        make_readable(tmp)
+
+    atomic_write(path, write)
+    return path
+
+
+def manifest_files(manifest: dict[str, Any]) -> set[str]:
+    """Every file a manifest refers to (graphs of each precision, external data, engines)."""
+    files: set[str] = set()
+    for g in manifest.get("graphs", {}).values():
+        for rel in g.get("files", {}).values():
+            files.update(rel if isinstance(rel, list) else [rel])
+    for e in (manifest.get("trt") or {}).get("engines", {}).values():
+        files.add(e["file"])
+    if (manifest.get("trt") or {}).get("timing_cache"):
+        files.add(manifest["trt"]["timing_cache"])
+    return files
+
+
+def load_manifest(export_dir: str | os.PathLike, check: set[str] | None = None) -> dict[str, Any]:
+    """Read and validate ``export_dir/manifest.json``.
+
+    Verifies the format version and the sha256 of the files in ``check`` (all listed files when
+    None). Raises :class:`ModelError` with a one-line message on any mismatch.
+    """
+    export_dir = Path(export_dir)
+    path = export_dir / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"{export_dir} has no {MANIFEST}: not a sair-export directory "
+                         f"(run sair-export CHECKPOINT -o {export_dir})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not valid JSON ({exc}); re-run sair-export") from None
+    if manifest.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a sair-export manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{path} has format version {manifest.get('format_version')}, this "
+                         f"sair-deploy reads version {FORMAT_VERSION}; re-export with this release")
+    hashes = manifest.get("sha256", {})
+    for rel in sorted(manifest_files(manifest) if check is None else check):
+        f = export_dir / rel
+        if not f.is_file():
+            raise ModelError(f"{f} is missing from the export (listed in {MANIFEST}); re-run sair-export")
+        if rel not in hashes:
+            raise ModelError(f"{rel} has no sha256 in {path}; re-run sair-export")
+        if sha256(f) != hashes[rel]:
+            raise ModelError(f"{f} does not match the sha256 in {MANIFEST} (modified or corrupt); "
+                             f"re-run sair-export")
+    return manifest
+
+
+def graph_files(manifest: dict[str, Any], precision: str) -> dict[str, str]:
+    """``{graph: model file}`` for ``precision`` (``fp32``/``fp16``); ModelError if absent."""
+    out = {}
+    for name, g in manifest["graphs"].items():
+        f = g.get("files", {}).get(precision)
+        if f is None:
+            raise ModelError(f"the export has no {precision} graphs (re-export with "
+                             f"{'--fp16' if precision == 'fp16' else 'this release'})")
+        out[name] = f[0] if isinstance(f, list) else f
+    return out
+
+
+def file_set(manifest: dict[str, Any], precision: str) -> set[str]:
+    """Every file (with external data) that the ``precision`` graphs need."""
+    out: set[str] = set()
+    for g in manifest["graphs"].values():
+        f = g.get("files", {}).get(precision)
+        if f is not None:
+            out.update(f if isinstance(f, list) else [f])
+    return out

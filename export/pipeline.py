@@ -1,0 +1,125 @@
+"""Export a checkpoint to a directory: float32 graphs, optional float16 graphs and TensorRT
+engines, the manifest, and an optional parity check. :mod:`.cli` is the command line over this."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from sair_deploy.errors import InputError
+
+from . import manifest as mf
+from .onnx import OPSET, export_all, graph_io, save_model
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Refuse to write into an existing, non-empty ``out_dir`` unless ``force``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise InputError(f"{out_dir} already exists and is not empty; pass --force to overwrite it")
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, fp16: bool = False,
+                      trt: bool = False, force: bool = False, runtime: dict[str, int] | None = None,
+                      workspace_mb: int = 4096, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Write the export directory for ``checkpoint``; returns the manifest written."""
+    from sair_deploy.model.checkpoint import load_checkpoint
+
+    from .fp16 import convert_to_fp16
+
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    model = load_checkpoint(checkpoint)
+    cfg = model.cfg
+    runtime = {**mf.runtime_sizes(), **(runtime or {})}
+    radius = cfg.app.receptive_radius()
+    runtime.setdefault("overlap", radius + (-radius) % 4)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    protos = export_all(model, out_dir, log=log)
+    graphs: dict[str, Any] = {}
+    for name in mf.GRAPH_ORDER:
+        if name not in protos:
+            continue
+        proto = protos[name]
+        io = graph_io(name, cfg)
+        files = {"fp32": save_model(proto, out_dir / f"{name}.onnx")}
+        if fp16:
+            log(f"converting {name} to float16")
+            files["fp16"] = save_model(convert_to_fp16(proto, io.coordinate_inputs),
+                                       out_dir / f"{name}.fp16.onnx")
+        graphs[name] = {
+            "inputs": [mf.value_info(v) for v in proto.graph.input],
+            "outputs": [mf.value_info(v) for v in proto.graph.output],
+            "coordinate_inputs": list(io.coordinate_inputs),
+            "files": files,
+        }
+
+    manifest: dict[str, Any] = {
+        "model": cfg.name,
+        "config": cfg.to_dict(),
+        "checkpoint": {"file": Path(checkpoint).name, "sha256": mf.sha256(checkpoint)},
+        "opset": OPSET,
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "versions": mf.package_versions(),
+        "runtime": runtime,
+        "graphs": graphs,
+        "trt": None,
+    }
+    if trt:
+        manifest["trt"] = _build_trt(out_dir, cfg, graphs, "fp16" if fp16 else "fp32", runtime,
+                                     workspace_mb, log)
+    mf.write_manifest(out_dir, manifest)
+    log(f"wrote {out_dir / mf.MANIFEST} ({len(graphs)} graphs"
+        f"{', float16' if fp16 else ''}{', TensorRT engines' if manifest['trt'] else ''})")
+    return mf.load_manifest(out_dir)
+
+
+def _build_trt(out_dir: Path, cfg, graphs: dict[str, Any], precision: str, runtime: dict[str, int],
+               workspace_mb: int, log) -> dict[str, Any] | None:
+    from .trt import TrtUnavailable, build_engines
+
+    sources = {name: g["files"][precision][0] for name, g in graphs.items()}
+    try:
+        return build_engines(out_dir, cfg, sources, precision, runtime, workspace_mb, log=log)
+    except TrtUnavailable as exc:
+        log(f"--trt skipped: {exc}; the ONNX graphs were written")
+        return None
+
+
+def run_checks(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, manifest: dict[str, Any],
+               log: Callable[[str], Any] = print) -> bool:
+    """Parity of everything in the export against torch; prints one line per comparison."""
+    import importlib.util
+
+    from sair_deploy.backends.onnx_backend import OnnxBackend
+    from sair_deploy.model.checkpoint import load_checkpoint
+
+    from . import parity
+
+    model = load_checkpoint(checkpoint)
+    diffs = []
+    precisions = ["fp32"] + (["fp16"] if all("fp16" in g["files"] for g in manifest["graphs"].values()) else [])
+    for precision in precisions:
+        backend = OnnxBackend(out_dir, device="cpu", precision=precision)
+        diffs += parity.graph_parity(model, backend)
+        diffs += parity.image_parity(model, backend)
+    if manifest.get("trt"):
+        from sair_deploy.backends.trt_backend import TrtBackend
+
+        diffs += parity.image_parity(model, TrtBackend(out_dir),
+                                     limits=(parity.FP16_MAX, parity.FP16_MEAN), label="trt",
+                                     tile=runtime_tile(manifest), block=manifest["runtime"]["block"])
+        if importlib.util.find_spec("polygraphy") is not None:
+            diffs += parity.polygraphy_trt_vs_ort(out_dir, manifest)
+        else:
+            log("polygraphy is not installed: TensorRT vs ONNX Runtime comparison skipped")
+    for d in diffs:
+        log(d.line())
+    return all(d.ok for d in diffs)
+
+
+def runtime_tile(manifest: dict[str, Any]) -> int:
+    return int(manifest.get("runtime", {}).get("tile", 512))

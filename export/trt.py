@@ -1,0 +1,184 @@
+"""TensorRT engines from the exported ONNX graphs, with TensorRT's Python API.
+
+Networks are strongly typed (the precision is whatever the ONNX graph says: build from the
+``--fp16`` graphs for float16 engines; TensorRT 10.12+/11 has no FP16 builder switch for such
+networks). Each engine has one optimisation profile covering the sizes the runtime feeds it
+(:func:`profiles`: AppEncoder tiles, query blocks, query chunks, the semantic grid), a shared
+timing cache speeds up rebuilds, and the workspace is capped. The manifest records the TensorRT
+version, the GPU and its compute capability; :mod:`sair_deploy.backends.trt_backend` refuses
+engines built elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from sair_deploy.model.config import SAIRConfig
+
+Shape = tuple[int, ...]
+Profile = dict[str, tuple[Shape, Shape, Shape]]  # input -> (min, opt, max)
+
+ENGINE_DIR = "trt"
+TIMING_CACHE = "trt/timing.cache"
+
+
+class TrtUnavailable(RuntimeError):
+    """TensorRT or a CUDA GPU is missing: engines cannot be built here."""
+
+
+def _round_up(x: int, m: int) -> int:
+    return int(math.ceil(x / m) * m)
+
+
+def profile_sizes(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, int]:
+    """The largest spatial sizes each graph sees at runtime with these tile/block/chunk sizes."""
+    radius = cfg.app.receptive_radius()
+    overlap = runtime.get("overlap") or radius + (-radius) % 4
+    ps = cfg.semantic.patch_size
+    block_region = runtime["block"] + 2 * runtime["margin"]  # a block with its query margin
+    return {
+        "appearance": _round_up(runtime["tile"] + 2 * overlap, 4),  # tile core + context each side
+        "semantic": max(ps, _round_up(cfg.semantic.max_side, ps)),
+        "block": block_region,
+        "chunk": runtime["chunk"],
+    }
+
+
+def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
+    """``{graph: {input: (min, opt, max)}}`` for the dynamic inputs of every graph.
+
+    ``opt`` is the steady-state size (a full tile, a full block, a full chunk): edge tiles and
+    blocks are smaller, so ``min`` goes down to the smallest legal size.
+    """
+    s = profile_sizes(cfg, runtime)
+    ps = cfg.semantic.patch_size
+    c, hid_sir, hid_air = cfg.app.out_channels, cfg.sir.hidden, cfg.air.hidden
+    a, sem, blk, q = s["appearance"], s["semantic"], s["block"], s["chunk"]
+    out: dict[str, Profile] = {
+        "appearance": {"image": ((1, 3, 4, 4), (1, 3, a, a), (1, 3, a, a)),
+                       "mask": ((1, 1, 4, 4), (1, 1, a, a), (1, 1, a, a))},
+        "precompute": {"app": ((1, c, 3, 3), (1, c, blk + 2, blk + 2), (1, c, blk + 2, blk + 2))},
+        "query": {"air_pre": ((1, hid_air, 1, 1), (1, hid_air, blk, blk), (1, hid_air, blk, blk)),
+                  "coord": ((1, 1, 2), (1, q, 2), (1, q, 2))},
+    }
+    if cfg.use_semantic:
+        g = sem // ps
+        out["semantic"] = {"sem_image": ((1, 3, ps, ps), (1, 3, sem, sem), (1, 3, sem, sem)),
+                           "sem_valid": ((1, 1, ps, ps), (1, 1, sem, sem), (1, 1, sem, sem))}
+        out["precompute"]["sem_pre"] = ((1, hid_sir, 1, 1), (1, hid_sir, g, g), (1, hid_sir, g, g))
+        out["precompute"]["centres"] = ((1, 1, 2), (1, blk * blk, 2), (1, blk * blk, 2))
+    return out
+
+
+def gpu_info(device: int = 0) -> dict[str, str]:
+    """``{"gpu": name, "compute_capability": "8.9"}`` of a CUDA device, via cuda-python."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python < 12.6
+        except ImportError:
+            raise TrtUnavailable("cuda-python is not installed (pip install cuda-python)") from None
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        raise TrtUnavailable("no CUDA GPU is visible")
+    err, prop = cudart.cudaGetDeviceProperties(device)
+    if int(err) != 0:
+        raise TrtUnavailable(f"cannot read the properties of CUDA device {device} ({err})")
+    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+    return {"gpu": name.rstrip("\x00").strip(), "compute_capability": f"{prop.major}.{prop.minor}"}
+
+
+def check_available() -> tuple[Any, dict[str, str]]:
+    """The ``tensorrt`` module and the GPU's info, or :class:`TrtUnavailable` saying what is missing."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise TrtUnavailable("TensorRT is not installed (pip install 'sair-deploy[gpu]' on a CUDA host)")
+    import tensorrt as trt
+
+    return trt, gpu_info()
+
+
+def build_engine(trt, onnx_path: Path, profile: Profile, workspace_mb: int,
+                 timing_cache: bytes, log=print) -> tuple[bytes, bytes]:
+    """Build one strongly typed engine; returns (serialized engine, updated timing cache)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    cache = config.create_timing_cache(timing_cache)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    opt = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        if any(d < 0 for d in t.shape):
+            if t.name not in profile:
+                raise RuntimeError(f"no optimisation profile for dynamic input {t.name} of {onnx_path.name}")
+            lo, mid, hi = profile[t.name]
+            opt.set_shape(t.name, lo, mid, hi)
+    config.add_optimization_profile(opt)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise RuntimeError(f"TensorRT failed to build an engine for {onnx_path.name} (see its log above)")
+    return bytes(engine), bytes(config.get_timing_cache().serialize())
+
+
+def _write(path: str, data: bytes) -> None:
+    from .manifest import make_readable
+
+    Path(path).write_bytes(data)
+    make_readable(path)
+
+
+def build_engines(export_dir: str | os.PathLike, cfg: SAIRConfig, onnx_files: dict[str, str],
+                  precision: str, runtime: dict[str, int], workspace_mb: int = 4096,
+                  log=print) -> dict[str, Any]:
+    """Build an engine per graph into ``export_dir/trt``; returns the manifest's ``trt`` section.
+
+    Raises :class:`TrtUnavailable` when TensorRT or a GPU is missing.
+    """
+    from sair_deploy.model.checkpoint import atomic_write
+
+    trt, gpu = check_available()
+    export_dir = Path(export_dir)
+    cache_path = export_dir / TIMING_CACHE
+    cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    profs = profiles(cfg, runtime)
+    engines = {}
+    for name, rel in onnx_files.items():
+        log(f"building TensorRT engine for {name} ({precision})")
+        blob, cache = build_engine(trt, export_dir / rel, profs[name], workspace_mb, cache, log)
+        out = f"{ENGINE_DIR}/{name}.engine"
+        atomic_write(export_dir / out, lambda tmp, b=blob: _write(tmp, b))
+        engines[name] = {"file": out, "source": rel,
+                         "profile": {k: [list(s) for s in v] for k, v in profs[name].items()}}
+    atomic_write(cache_path, lambda tmp: _write(tmp, cache))
+    return {"tensorrt_version": trt.__version__, **gpu, "precision": precision,
+            "workspace_mb": workspace_mb, "strongly_typed": True, "timing_cache": TIMING_CACHE,
+            "engines": engines}
+
+
+def check_engine_host(trt_section: dict[str, Any], trt_version: str, gpu: dict[str, str]) -> None:
+    """Refuse engines built with another TensorRT or on another GPU (TensorRT engines are not
+    portable). Raises :class:`sair_deploy.errors.ModelError` with a one-line message."""
+    from sair_deploy.errors import ModelError
+
+    built = trt_section.get("tensorrt_version")
+    if built != trt_version:
+        raise ModelError(f"the TensorRT engines were built with TensorRT {built}, this is {trt_version}; "
+                         f"rebuild them here with sair-export --trt --force")
+    for key in ("gpu", "compute_capability"):
+        if trt_section.get(key) != gpu.get(key):
+            raise ModelError(f"the TensorRT engines were built for {trt_section.get('gpu')} (compute "
+                             f"capability {trt_section.get('compute_capability')}), this GPU is "
+                             f"{gpu.get('gpu')} ({gpu.get('compute_capability')}); rebuild them here "
+                             f"with sair-export --trt --force")

@@ -1,0 +1,295 @@
+"""sair-export: ONNX graphs, float16 graphs, manifest, TensorRT plumbing, torch-free runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from click.testing import CliRunner  # noqa: E402
+
+from sair_deploy.backends.onnx_backend import OnnxBackend  # noqa: E402
+from sair_deploy.errors import InputError, ModelError  # noqa: E402
+from sair_deploy.model.config import SAIRConfig  # noqa: E402
+from sair_export import parity  # noqa: E402
+from sair_export.cli import cli  # noqa: E402
+from sair_export.manifest import load_manifest  # noqa: E402
+
+from conftest import make_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def export_run(tmp_path_factory, tiny_checkpoint, monkeypatch_module):
+    """One CLI export (float32 + float16) shared by the tests, into a directory that already
+    holds a file (so --force is exercised) with TensorRT made unavailable (so --trt falls back)."""
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier run")
+    monkeypatch_module.setitem(sys.modules, "tensorrt", None)
+    res = CliRunner().invoke(cli, [tiny_checkpoint, "-o", str(out), "--fp16", "--trt", "--force"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return out, res.output
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def export_dir(export_run) -> Path:
+    return export_run[0]
+
+
+def test_cli_writes_graphs_and_manifest(export_run, tiny_model):
+    out, output = export_run
+    m = load_manifest(out)  # checks every hash
+    assert set(m["graphs"]) == {"semantic", "appearance", "precompute", "query"}
+    assert m["opset"] == 18 and SAIRConfig.from_dict(m["config"]) == tiny_model.cfg
+    assert m["runtime"]["tile"] > 0 and m["runtime"]["chunk"] > 0 and m["runtime"]["block"] > 0
+    assert {"torch", "onnx", "onnxruntime"} <= set(m["versions"])
+    q = m["graphs"]["query"]
+    assert [i["name"] for i in q["inputs"]] == ["air_pre", "grid", "coord", "cell"]
+    assert q["outputs"][0]["name"] == "rgb" and q["outputs"][0]["dtype"] == "float32"
+    assert q["inputs"][2]["shape"][1] == "n_queries"
+    assert not list(out.glob("*.data"))  # small models embed their weights
+    assert os.stat(out / "query.onnx").st_mode & 0o044  # readable like any new file
+
+
+def test_trt_without_tensorrt_says_so_in_one_line(export_run):
+    out, output = export_run
+    lines = [ln for ln in output.splitlines() if "trt" in ln.lower() or "tensorrt" in ln.lower()]
+    assert len(lines) == 1 and lines[0].startswith("--trt skipped: TensorRT is not installed")
+    assert (out / "query.onnx").is_file() and load_manifest(out)["trt"] is None
+
+
+def test_graphs_are_opset18_without_gridsample(export_dir):
+    for f in sorted(export_dir.glob("*.onnx")):
+        model = onnx.load(str(f))
+        onnx.checker.check_model(model)
+        assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {18}, f.name
+        ops = {n.op_type for n in model.graph.node}
+        assert "GridSample" not in ops, f.name
+
+
+def test_existing_output_needs_force(export_dir, tiny_checkpoint):
+    before = (export_dir / "manifest.json").stat().st_mtime_ns
+    res = CliRunner().invoke(cli, [tiny_checkpoint, "-o", str(export_dir)])
+    assert res.exit_code == 2
+    assert "already exists" in res.output and "--force" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert (export_dir / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_fp32_graphs_match_torch(export_dir, tiny_model):
+    backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
+    assert backend.name == "onnx-cpu" and backend.config == tiny_model.cfg
+    diffs = parity.graph_parity(tiny_model, backend, sizes=(1, 2))
+    assert len(diffs) == 8
+    for d in diffs:
+        assert d.max_abs <= 1e-4, d.line()
+
+
+def test_fp32_images_match_torch(export_dir, tiny_model):
+    backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
+    for d in parity.image_parity(tiny_model, backend):
+        assert d.ok and d.max_abs <= 1e-4, d.line()
+
+
+def test_fp16_images_within_tolerance(export_dir, tiny_model):
+    backend = OnnxBackend(export_dir, device="cpu", precision="fp16")
+    diffs = parity.image_parity(tiny_model, backend)
+    for d in diffs:
+        assert d.mean_abs <= 1e-2 and d.max_abs <= 5e-2, d.line()
+    for d in parity.graph_parity(tiny_model, backend, sizes=(1,)):
+        assert np.isfinite(d.max_abs) and d.max_abs < 0.05, d.line()
+
+
+def test_fp16_graph_keeps_sensitive_ops_in_float32(export_dir):
+    from onnx import TensorProto
+
+    for name in ("semantic", "precompute", "query", "appearance"):
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(export_dir / f"{name}.fp16.onnx")))
+        g = model.graph
+        types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
+        types.update({i.name: i.data_type for i in g.initializer})
+        for v in list(g.input) + list(g.output):
+            assert v.type.tensor_type.elem_type == TensorProto.FLOAT, (name, v.name)
+        assert any(i.data_type == TensorProto.FLOAT16 for i in g.initializer), name
+        for n in g.node:
+            if n.op_type in ("LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Floor"):
+                assert types.get(n.output[0]) == TensorProto.FLOAT, (name, n.op_type, n.name)
+            if n.op_type in ("Conv", "MatMul", "Gemm") and name == "appearance":
+                assert types.get(n.output[0]) == TensorProto.FLOAT16, (name, n.name)
+
+
+def test_manifest_hash_check_detects_a_modified_file(export_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(export_dir, copy)
+    OnnxBackend(copy, device="cpu")  # intact: loads
+    with open(copy / "query.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelError, match="sha256") as err:
+        OnnxBackend(copy, device="cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="sha256"):
+        load_manifest(copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="format version 99"):
+        OnnxBackend(copy, device="cpu")
+    with pytest.raises(ModelError, match="no manifest.json"):
+        OnnxBackend(tmp_path, device="cpu")
+
+
+def test_onnx_backend_runs_with_torch_unimportable(export_dir, tiny_model, tmp_path):
+    """The ONNX Runtime path through the Inpainter with every torch import failing."""
+    from sair_deploy.backends.torch_backend import TorchBackend
+    from sair_deploy.inpainter import Inpainter
+
+    image, mask = parity.synthetic_case(36, 28, seed=3)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "mask.npy", mask)
+    script = textwrap.dedent(f"""
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from sair_deploy.backends.onnx_backend import OnnxBackend
+        from sair_deploy.inpainter import Inpainter
+        b = OnnxBackend({str(export_dir)!r}, device="auto")
+        inp = Inpainter(b, tile=16, block=8, chunk=50)
+        inp.set_image(np.load({str(tmp_path / 'image.npy')!r}), np.load({str(tmp_path / 'mask.npy')!r}))
+        np.save({str(tmp_path / 'out.npy')!r}, inp.inpaint(1.5))
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+        print(b.name)
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() in ("onnx-cpu", "onnx-cuda")
+    ref = Inpainter(TorchBackend(tiny_model), tile=16, block=8, chunk=50)
+    ref.set_image(image, mask)
+    expected = ref.inpaint(1.5)
+    got = np.load(tmp_path / "out.npy")
+    assert got.shape == expected.shape == (54, 42, 3)
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_model_without_semantic_branch_exports(tmp_path):
+    """The LIIF ablation's precompute graph takes ``app`` only."""
+    import onnxruntime as ort
+
+    from sair_deploy.model.graphs import build_graphs
+    from sair_export.onnx import export_graph, export_modules, graph_io, sample_inputs, save_model
+
+    model = make_model(use_semantic=False)
+    modules = export_modules(model)
+    assert set(modules) == {"appearance", "precompute", "query"}
+    save_model(export_graph(modules["precompute"], "precompute", model.cfg), tmp_path / "p.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["app"] == list(graph_io("precompute", model.cfg).inputs)
+    for size in (1, 2):
+        x = sample_inputs("precompute", model.cfg, size=size)["app"]
+        with torch.no_grad():
+            ref = build_graphs(model)["precompute"](x).numpy()
+        assert np.abs(sess.run(None, {"app": x.numpy()})[0] - ref).max() <= 1e-4
+
+
+# ---- TensorRT: what can be checked without TensorRT ---------------------------------------
+
+def test_trt_profiles_cover_the_runtime_sizes(tiny_model):
+    from sair_export.trt import profiles
+
+    cfg = tiny_model.cfg
+    runtime = {"tile": 512, "block": 64, "chunk": 32768, "margin": 2, "overlap": 36}
+    p = profiles(cfg, runtime)
+    assert set(p) == {"semantic", "appearance", "precompute", "query"}
+    lo, opt, hi = p["appearance"]["image"]
+    assert lo == (1, 3, 4, 4) and hi == opt == (1, 3, 512 + 72, 512 + 72)
+    assert p["query"]["coord"] == ((1, 1, 2), (1, 32768, 2), (1, 32768, 2))
+    assert p["query"]["air_pre"][2] == (1, cfg.air.hidden, 68, 68)
+    assert p["precompute"]["app"][2] == (1, cfg.app.out_channels, 70, 70)
+    assert p["precompute"]["centres"][2] == (1, 68 * 68, 2)
+    side = p["semantic"]["sem_image"][2][2]
+    assert side % 16 == 0 and side >= cfg.semantic.max_side
+    assert p["precompute"]["sem_pre"][2][2:] == (side // 16, side // 16)
+    for graph in p.values():
+        for lo, opt, hi in graph.values():
+            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+    # the runtime's default overlap is the encoder's receptive radius rounded up to 4
+    from sair_deploy.inpainter import Inpainter
+
+    assert Inpainter.__init__.__defaults__ is not None
+    nosem = profiles(cfg.replace(use_semantic=False), runtime)
+    assert "semantic" not in nosem and set(nosem["precompute"]) == {"app"}
+
+
+def test_engines_from_another_host_are_refused():
+    from sair_export.trt import check_engine_host
+
+    section = {"tensorrt_version": "10.13.0", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    check_engine_host(section, "10.13.0", {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    with pytest.raises(ModelError, match="built with TensorRT 10.13.0, this is 11.4.0"):
+        check_engine_host(section, "11.4.0", {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    with pytest.raises(ModelError, match="built for NVIDIA H100.*this GPU is NVIDIA L4"):
+        check_engine_host(section, "10.13.0", {"gpu": "NVIDIA L4", "compute_capability": "8.9"})
+
+
+def test_trt_backend_without_tensorrt_or_engines(export_dir, monkeypatch):
+    from sair_deploy.backends.trt_backend import TrtBackend
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(InputError, match="needs TensorRT"):
+        TrtBackend(export_dir)
+
+
+def _have_trt_gpu() -> str | None:
+    try:
+        from sair_export.trt import check_available
+
+        check_available()
+    except Exception as exc:  # missing module, no GPU, no cuda-python
+        return str(exc)
+    return None
+
+
+@pytest.mark.gpu
+def test_trt_engines_match_onnxruntime(tiny_checkpoint, tiny_model, tmp_path):
+    reason = _have_trt_gpu()
+    if reason:
+        pytest.skip(f"TensorRT engines need TensorRT and a CUDA GPU: {reason}")
+    from sair_deploy.backends.trt_backend import TrtBackend
+    from sair_export.pipeline import export_checkpoint
+
+    out = tmp_path / "trt"
+    m = export_checkpoint(tiny_checkpoint, out, fp16=True, trt=True,
+                          runtime={"tile": 64, "block": 16, "chunk": 4096}, log=lambda s: None)
+    assert m["trt"]["engines"] and m["trt"]["gpu"] and m["trt"]["compute_capability"]
+    backend = TrtBackend(out)
+    for d in parity.image_parity(tiny_model, backend, tile=64, block=16, chunk=4096,
+                                 limits=(parity.FP16_MAX, parity.FP16_MEAN)):
+        assert d.ok, d.line()
+    pytest.importorskip("polygraphy", reason="polygraphy is not installed")
+    for d in parity.polygraphy_trt_vs_ort(out, m):
+        assert d.ok, d.line()
