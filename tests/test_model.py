@@ -139,3 +139,14 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, tiny_checkpoint):
         load_checkpoint(foreign)
     with pytest.raises(ModelError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_fast_path_with_a_different_cell_per_image():
+    model = make_model()
+    image, mask, sem_image, sem_valid = _inputs(2, 24, 28)
+    coord = torch.rand(2, 30, 2) * 2 - 1
+    cell = torch.tensor([[[0.02, 0.03]], [[0.05, 0.04]]])
+    with torch.no_grad():
+        feats = model.encode(image, mask, sem_image, sem_valid)
+        assert torch.allclose(model.query(feats, coord, cell), FastSAIR(model).query_sparse(feats, coord, cell),
+                              atol=1e-5)

@@ -26,6 +26,21 @@ from .liif import ensemble, gather_latents, local_neighbours, scale_cell, unfold
 from .sair import SAIR, Features, pixel_cell
 
 
+def _hidden(first: Tensor, rel: Tensor, w_rel: Tensor, cell_term: Tensor,
+            layers: list[nn.Linear]) -> Tensor:
+    """Finish the first layer (``first + W_rel rel + W_cell cell``) and run the hidden layers.
+
+    ``first (..., 4, H)`` holds the gathered precomputed part; returns the last hidden
+    activations (after ReLU). Rows are flattened so each layer is one matrix product.
+    """
+    shape = first.shape
+    h = torch.addmm(first.reshape(-1, shape[-1]), rel.reshape(-1, 2), w_rel.T).view(shape)
+    h = torch.relu(h + cell_term.unsqueeze(-2)).reshape(-1, shape[-1])  # cell: (B|1, 1, H)
+    for lin in layers:
+        h = torch.relu(torch.addmm(lin.bias, h, lin.weight.T))
+    return h.view(*shape[:-1], h.shape[-1])
+
+
 class FastSAIR(nn.Module):
     """A view of a :class:`SAIR`'s weights arranged for fast inference (no parameters of its own)."""
 
@@ -62,14 +77,11 @@ class FastSAIR(nn.Module):
         size = sem_pre.shape[-2:]
         nb = local_neighbours(centres, size)
         h = gather_latents(sem_pre, nb.row, nb.col)
-        h = h + nb.rel_coord @ w_rel.T + (scale_cell(cell, size) @ w_cell.T).unsqueeze(-2)
         lins = self.model.sir.mlp.linears
-        for lin in lins[1:-1]:
-            h = F.linear(torch.relu(h), lin.weight, lin.bias)
-        h = ensemble(torch.relu(h), nb.weight)
+        h = ensemble(_hidden(h, nb.rel_coord, w_rel, scale_cell(cell, size) @ w_cell.T, lins[1:-1]),
+                     nb.weight)
         _, w_s, _, _, _ = self._air_first()
-        out = lins[-1]
-        return F.linear(h, w_s @ out.weight, w_s @ out.bias)
+        return F.linear(h, w_s @ lins[-1].weight, w_s @ lins[-1].bias)
 
     def appearance_precompute(self, app_padded: Tensor, sem_term: Tensor | None) -> Tensor:
         """AIR's first layer, all but the per-query part, at every pixel of a block.
@@ -99,12 +111,9 @@ class FastSAIR(nn.Module):
         nb = local_neighbours(coord, size)
         origin = grid[2:].long()
         h = gather_latents(air_pre, nb.row - origin[0], nb.col - origin[1])
-        h = h + nb.rel_coord @ w_rel.T + (scale_cell(cell, size) @ w_cell.T).unsqueeze(-2)
-        lins = self.model.air.mlp.linears
-        for lin in lins[1:-1]:
-            h = F.linear(torch.relu(h), lin.weight, lin.bias)
-        h = ensemble(torch.relu(h), nb.weight)
-        return lins[-1](h)
+        h = _hidden(h, nb.rel_coord, w_rel, scale_cell(cell, size) @ w_cell.T,
+                    self.model.air.mlp.linears[1:-1])
+        return self.model.air.mlp.linears[-1](ensemble(h, nb.weight))
 
     # ---- whole-image conveniences (tests, training) ---------------------------------------
     def precompute(self, feats: Features) -> Tensor:
@@ -144,9 +153,6 @@ class FastSAIR(nn.Module):
             pc = pixel_cell(size[0], size[1], coord)
             t = self.semantic_term(sem_pre, nb.centre.reshape(b, q * 4, 2), pc)
             h = h + t.view(b, q, 4, -1)
-        h = h + nb.rel_coord @ w_rel.T + (scale_cell(cell, size) @ w_cell.T).unsqueeze(-2)
-        lins = self.model.air.mlp.linears
-        for lin in lins[1:-1]:
-            h = F.linear(torch.relu(h), lin.weight, lin.bias)
-        h = ensemble(torch.relu(h), nb.weight)
-        return lins[-1](h)
+        h = _hidden(h, nb.rel_coord, w_rel, scale_cell(cell, size) @ w_cell.T,
+                    self.model.air.mlp.linears[1:-1])
+        return self.model.air.mlp.linears[-1](ensemble(h, nb.weight))
