@@ -8,6 +8,7 @@ graphs are traced with ``torch.export`` (``dynamo=True``) at opset 18; weights a
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,7 @@ from torch.export import Dim
 
 from sair_deploy.model.checkpoint import atomic_write
 from sair_deploy.model.config import SAIRConfig
-from sair_deploy.model.graphs import PrecomputeGraph, build_graphs
-from sair_deploy.model.liif import ensemble, gather_latents, local_neighbours, scale_cell
+from sair_deploy.model.graphs import build_graphs
 from sair_deploy.model.sair import SAIR
 
 from .manifest import make_readable
@@ -54,34 +54,30 @@ def graph_io(name: str, cfg: SAIRConfig) -> GraphIO:
     return GRAPH_IO[name]
 
 
-class _ExportPrecompute(nn.Module):
-    """:class:`PrecomputeGraph` with the semantic grid's size read as a tensor.
+@contextmanager
+def symbolic_grid_sizes():
+    """Keep the semantic grid's size symbolic while tracing.
 
-    ``FastSAIR.semantic_term`` turns ``sem_pre.shape`` into Python floats, which ``torch.export``
-    specialises to the sample's size; here the same arithmetic runs on ``Shape`` output so the
-    semantic grid stays dynamic. Parity tests check it against the torch graph.
+    :class:`~sair_deploy.model.fast.FastSAIR` hands ``sem_pre.shape`` to
+    :func:`sair_deploy.model.liif.grid_size`, which turns it into Python floats: ``torch.export``
+    would specialise them to the sample's size. While exporting, sizes that are symbolic become a
+    tensor built from the symbols instead (eager code, with plain ints, is unaffected).
     """
+    from sair_deploy.model import liif
 
-    def __init__(self, graph: PrecomputeGraph):
-        super().__init__()
-        self.fast = graph.fast
+    original = liif.grid_size
 
-    def forward(self, app: Tensor, sem_pre: Tensor, centres: Tensor, pixel_cell: Tensor) -> Tensor:
-        fast = self.fast
-        _, w_rel, w_cell, _ = fast._sir_first()
-        one = centres.new_ones(())
-        size = torch.stack([one * sem_pre.shape[2], one * sem_pre.shape[3]])
-        nb = local_neighbours(centres, size)
-        h = gather_latents(sem_pre, nb.row, nb.col)
-        h = h + nb.rel_coord @ w_rel.T + (scale_cell(pixel_cell, size) @ w_cell.T).unsqueeze(-2)
-        lins = fast.model.sir.mlp.linears
-        for lin in lins[1:-1]:
-            h = torch.nn.functional.linear(torch.relu(h), lin.weight, lin.bias)
-        h = ensemble(torch.relu(h), nb.weight)
-        _, w_s, _, _, _ = fast._air_first()
-        out = lins[-1]
-        term = torch.nn.functional.linear(h, w_s @ out.weight, w_s @ out.bias)
-        return fast.appearance_precompute(app, term)
+    def grid_size(size, like: Tensor) -> Tensor:
+        if not isinstance(size, Tensor) and not all(type(s) is int for s in size):
+            one = like.new_ones(())
+            return torch.stack([one * s for s in size])
+        return original(size, like)
+
+    liif.grid_size = grid_size
+    try:
+        yield
+    finally:
+        liif.grid_size = original
 
 
 def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> dict[str, Tensor]:
@@ -157,11 +153,8 @@ def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | 
 
 
 def export_modules(model: SAIR) -> dict[str, nn.Module]:
-    """The modules traced for each graph: :func:`build_graphs`, with the export-only rewrite."""
-    graphs = build_graphs(model)
-    if model.cfg.use_semantic:
-        graphs["precompute"] = _ExportPrecompute(graphs["precompute"]).eval()
-    return graphs
+    """The modules traced for each graph: exactly those of :func:`build_graphs`."""
+    return build_graphs(model)
 
 
 def export_graph(module: nn.Module, name: str, cfg: SAIRConfig) -> onnx.ModelProto:
@@ -170,7 +163,7 @@ def export_graph(module: nn.Module, name: str, cfg: SAIRConfig) -> onnx.ModelPro
     inputs = sample_inputs(name, cfg, size=0)
     args = tuple(inputs[k] for k in io.inputs)
     shapes = dynamic_shapes(name, cfg)
-    with torch.no_grad():
+    with torch.no_grad(), symbolic_grid_sizes():
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=OPSET, input_names=list(io.inputs),
             output_names=[io.output], dynamic_shapes={k: shapes[k] for k in io.inputs},
