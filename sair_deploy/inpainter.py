@@ -148,7 +148,10 @@ class Inpainter:
             else:
                 yy, xx = np.meshgrid(np.arange(oy0, oy1), np.arange(ox0, ox1), indexing="ij")
                 yy, xx = yy.ravel(), xx.ravel()
+            if same:  # only the pixels around this block's holes are read
+                r0, r1, c0, c1 = yy.min(), yy.max() + 1, xx.min(), xx.max() + 1
             region = (max(r0 - _MARGIN, 0), min(r1 + _MARGIN, h), max(c0 - _MARGIN, 0), min(c1 + _MARGIN, w))
+            region = tuple(int(v) for v in region)
             coord = np.stack([ys_all[yy], xs_all[xx]], axis=-1)
             yield region, yy, xx, coord
 
@@ -172,13 +175,17 @@ class Inpainter:
             if same:
                 out[~self.mask] = self.image[~self.mask]
             return out
-        plan = list(self._plan_queries(out_h, out_w, True))
-        needed = np.zeros((self.height, self.width), dtype=bool)
-        for (r0, r1, c0, c1), *_ in plan:
-            needed[max(r0 - 1, 0):r1 + 1, max(c0 - 1, 0):c1 + 1] = True
+        if same:  # appearance features are needed around the holes only
+            needed = np.zeros((self.height, self.width), dtype=bool)
+            for (r0, r1, c0, c1), *_ in self._plan_queries(out_h, out_w, True):
+                needed[max(r0 - 1, 0):r1 + 1, max(c0 - 1, 0):c1 + 1] = True
+        else:
+            needed = np.ones((self.height, self.width), dtype=bool)
         self._ensure_appearance(needed)
-        for region, yy, xx, coord in tqdm(plan, desc=f"inpaint x{scale:g}", disable=not self.progress,
-                                          unit="block"):
+        n_blocks = len(plan_blocks(self.height, self.width, self.block))
+        plan = self._plan_queries(out_h, out_w, True)  # lazy: coordinates are made block by block
+        for region, yy, xx, coord in tqdm(plan, desc=f"inpaint x{scale:g}", total=n_blocks,
+                                          disable=not self.progress, unit="block"):
             pre = self._block_pre(region)
             grid = np.array([self.height, self.width, region[0], region[2]], dtype=np.float32)
             for s in range(0, len(coord), self.chunk):
