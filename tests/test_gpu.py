@@ -20,10 +20,11 @@ def _run(backend, image, mask, scale, **kw):
 
 @pytest.mark.parametrize("scale", [1.0, 2.0])
 def test_cuda_matches_cpu(tiny_model, scale):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     image, mask = random_case(64, 80, seed=5)
     cpu = _run(TorchBackend(tiny_model), image, mask, scale)
     gpu = _run(TorchBackend(tiny_model, device="cuda"), image, mask, scale)
-    torch.backends.cuda.matmul.allow_tf32 = False
     assert np.abs(cpu - gpu).max() <= 1e-3
 
 
