@@ -279,6 +279,11 @@ def steps_per_epoch(n: int, batch: int) -> int:
 
 def train(args: TrainArgs, resume: str | None = None) -> dict[str, Any]:
     """Run (or continue) training; returns a summary of the last step."""
+    return run_training(args, resume)[0]
+
+
+def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, Any], SAIR]:
+    """:func:`train`, also returning this process's trained model."""
     from tqdm import tqdm
 
     state = load_state(resume) if resume else None
@@ -287,6 +292,7 @@ def train(args: TrainArgs, resume: str | None = None) -> dict[str, Any]:
         for key in ("max_minutes", "max_steps", "progress", "workers", "device", "out"):
             saved[key] = getattr(args, key) if getattr(args, key) is not None else saved[key]
         args = TrainArgs(**saved)
+    owns_group = not _distributed()
     rank, world, device = _dist_setup(args.device)
     if args.batch % world:
         raise ValueError(f"batch {args.batch} is not divisible by {world} processes")
@@ -351,7 +357,7 @@ def train(args: TrainArgs, resume: str | None = None) -> dict[str, Any]:
 
     t0 = time.time()
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
-    stop = False
+    stop = args.max_steps is not None and step >= args.max_steps
     last: dict[str, Any] = {}
     skipped_total = 0
     while epoch < args.epochs and not stop:
@@ -412,4 +418,6 @@ def train(args: TrainArgs, resume: str | None = None) -> dict[str, Any]:
              "skipped_images": skipped_total})
         log_f.close()
     last.update(step=step, epoch=epoch, skipped=skipped_total)
-    return last
+    if world > 1 and owns_group:
+        dist.destroy_process_group()
+    return last, model

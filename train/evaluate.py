@@ -1,0 +1,292 @@
+"""``sair-eval``: the paper's table (PSNR, SSIM, L1, LPIPS per hole-ratio bucket) for a
+checkpoint, an optional second checkpoint and the classical baselines.
+
+Protocol (MISF's): every image is centre-cropped to a square and resized to ``size x size``;
+mask ``i`` of each bucket is drawn deterministically (:func:`sair_train.masks.bucket_mask`);
+outputs are composited (``pred * mask + gt * (1 - mask)``) and quantised to uint8; PSNR and SSIM
+are scikit-image's (``data_range=255``, 7x7 window), L1 is the mean absolute error on [0, 1];
+every metric is a per-image mean. LPIPS needs VGG weights that cannot be downloaded here: it is
+computed only when the ``lpips`` package and its weights are already on the machine, otherwise
+the column says ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import click
+import cv2
+import numpy as np
+from PIL import Image
+
+from .masks import BUCKETS, bucket_mask
+
+Inpaint = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (HxWx3 float [0,1], HxW bool) -> HxWx3
+
+
+# ---- methods ---------------------------------------------------------------------------------
+def checkpoint_inpainter(path: str, device: str = "cpu") -> Inpaint:
+    """A function that inpaints with a checkpoint: the runtime API when it exists, otherwise the
+    model's fast path queried at the hole pixels (both give the scale-1 output)."""
+    try:
+        from sair_deploy.api import load_inpainter
+    except ImportError:
+        load_inpainter = None
+    if load_inpainter is not None:
+        inpainter = load_inpainter(path, backend="torch", device=device)
+
+        def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            inpainter.set_image(img, mask)
+            return inpainter.inpaint(1.0)
+
+        return run
+    return _direct_inpainter(path, device)
+
+
+def _direct_inpainter(path: str, device: str) -> Inpaint:
+    import torch
+
+    from sair_deploy.coords import make_coord
+    from sair_deploy.model.checkpoint import load_checkpoint
+    from sair_deploy.model.fast import FastSAIR
+    from sair_deploy.preprocess import semantic_input
+
+    model = load_checkpoint(path, device)
+    fast = FastSAIR(model)
+
+    @torch.no_grad()
+    def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        h, w = mask.shape
+        m = mask.astype(np.float32)
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None].to(device)  # noqa: E731
+        sem = semantic_input(img, m, model.cfg.semantic.max_side)
+        feats = model.encode(t(img.transpose(2, 0, 1)), t(m[None]), t(sem[0]), t(sem[1]))
+        holes = np.flatnonzero(mask.reshape(-1))
+        out = img.copy()
+        if holes.size:
+            coord = t(make_coord((h, w))[holes])
+            cell = torch.tensor([[[2.0 / h, 2.0 / w]]], device=device)
+            rgb = fast.query_dense(feats, coord, cell)[0].clamp(0, 1).cpu().numpy()
+            out.reshape(-1, 3)[holes] = rgb
+        return out
+
+    return run
+
+
+def _opencv(flag: int) -> Inpaint:
+    def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        u8 = np.round(img * 255).astype(np.uint8)
+        out = cv2.inpaint(u8, mask.astype(np.uint8) * 255, 3, flag)
+        return out.astype(np.float32) / 255.0
+
+    return run
+
+
+def _biharmonic(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from skimage.restoration import inpaint_biharmonic
+
+    return inpaint_biharmonic(img, mask, channel_axis=-1).astype(np.float32)
+
+
+def baselines(biharmonic: bool = True) -> dict[str, Inpaint]:
+    methods = {"OpenCV Telea": _opencv(cv2.INPAINT_TELEA), "OpenCV Navier-Stokes": _opencv(cv2.INPAINT_NS)}
+    if biharmonic:
+        methods["scikit-image biharmonic"] = _biharmonic
+    return methods
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+def composite(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """MISF's composite, quantised: uint8 ``pred * mask + gt * (1 - mask)``."""
+    m = mask.astype(np.float32)[..., None]
+    out = np.clip(pred, 0, 1) * m + gt * (1 - m)
+    return np.round(out * 255).astype(np.uint8)
+
+
+def metrics(out_u8: np.ndarray, gt_u8: np.ndarray) -> dict[str, float]:
+    """PSNR (dB), SSIM and L1 of one uint8 image pair (scikit-image's definitions)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    return {
+        "psnr": float(peak_signal_noise_ratio(gt_u8, out_u8, data_range=255)),
+        "ssim": float(structural_similarity(gt_u8, out_u8, data_range=255, win_size=7,
+                                            channel_axis=-1)),
+        "l1": float(np.abs(gt_u8.astype(np.float64) - out_u8.astype(np.float64)).mean() / 255),
+    }
+
+
+class Lpips:
+    """LPIPS(vgg) on [-1, 1] when the ``lpips`` package and its weights are present offline."""
+
+    def __init__(self):
+        self.net = None
+        try:
+            import lpips  # noqa: F401  (optional; never a dependency)
+            import torch
+
+            ckpt = Path(torch.hub.get_dir()) / "checkpoints"
+            if not any(ckpt.glob("vgg16-*.pth")):
+                return
+            self.net = lpips.LPIPS(net="vgg", verbose=False).eval()
+        except Exception:
+            self.net = None
+
+    @property
+    def available(self) -> bool:
+        return self.net is not None
+
+    def __call__(self, out_u8: np.ndarray, gt_u8: np.ndarray) -> float:
+        import torch
+
+        t = lambda a: torch.from_numpy(a.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]  # noqa: E731
+        with torch.no_grad():
+            return float(self.net(t(out_u8), t(gt_u8)))
+
+
+# ---- data ------------------------------------------------------------------------------------
+def load_square(path: Path, size: int) -> np.ndarray:
+    """Centre square of an image resized to ``size x size``, float32 [0, 1]."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+        if side != size:
+            im = im.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, seed: int = 0,
+             examples: int = 0, examples_dir: Path | None = None,
+             progress: bool = True) -> dict:
+    """Run every method on every image x bucket; return the table as a JSON-able dict."""
+    from tqdm import tqdm
+
+    lp = Lpips()
+    scores = {m: {b: [] for b in BUCKETS} for m in methods}
+    seconds = {m: 0.0 for m in methods}
+    shown = 0
+    images = [(f, load_square(f, size)) for f in files]
+    jobs = [(b, i, f, img) for b in BUCKETS for i, (f, img) in enumerate(images)]
+    for bucket, i, f, gt in tqdm(jobs, desc="eval", disable=not progress, mininterval=2.0):
+        mask = bucket_mask(bucket, i, (size, size), seed) > 0.5
+        gt_u8 = np.round(gt * 255).astype(np.uint8)
+        masked = gt * (1 - mask[..., None])
+        row = [np.where(mask[..., None], np.uint8(255), gt_u8)]
+        for name, run in methods.items():
+            t0 = time.perf_counter()
+            pred = run(masked.astype(np.float32), mask)
+            seconds[name] += time.perf_counter() - t0
+            out = composite(pred, gt, mask)
+            rec = metrics(out, gt_u8)
+            if lp.available:
+                rec["lpips"] = lp(out, gt_u8)
+            scores[name][bucket].append(rec)
+            row.append(out)
+        if examples_dir is not None and shown < examples and i % len(BUCKETS) == \
+                list(BUCKETS).index(bucket):
+            examples_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.concatenate(row + [gt_u8], axis=1)).save(
+                examples_dir / f"{shown:03d}_{bucket.replace('%', '')}_{f.stem}.png")
+            shown += 1
+    table = {}
+    for name, per_bucket in scores.items():
+        table[name] = {}
+        for bucket, recs in per_bucket.items():
+            entry = {k: float(np.mean([r[k] for r in recs])) for k in ("psnr", "ssim", "l1")}
+            entry["lpips"] = float(np.mean([r["lpips"] for r in recs])) if lp.available \
+                else "unavailable"
+            entry["n"] = len(recs)
+            table[name][bucket] = entry
+    n_runs = max(1, len(jobs))
+    return {"size": size, "seed": seed, "images": len(files), "buckets": list(BUCKETS),
+            "protocol": "MISF: composited, uint8, skimage PSNR/SSIM(7x7), L1 on [0,1]",
+            "seconds_per_image": {m: s / n_runs for m, s in seconds.items()},
+            "examples_columns": ["input (hole white)", *methods, "ground truth"],
+            "results": table}
+
+
+def markdown(report: dict) -> str:
+    """The table as Markdown: one row per method, PSNR/SSIM/L1/LPIPS per bucket."""
+    buckets = report["buckets"]
+    head = "| Method | " + " | ".join(f"{b} PSNR↑ | {b} SSIM↑ | {b} L1↓ | {b} LPIPS↓"
+                                      for b in buckets) + " |"
+    sep = "|---|" + "---:|" * (4 * len(buckets))
+    rows = [head, sep]
+    for name, per in report["results"].items():
+        cells = []
+        for b in buckets:
+            e = per[b]
+            lp = e["lpips"] if isinstance(e["lpips"], str) else f"{e['lpips']:.4f}"
+            cells += [f"{e['psnr']:.2f}", f"{e['ssim']:.4f}", f"{e['l1']:.4f}", lp]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    n = report["images"]
+    rows.append("")
+    rows.append(f"{n} images x {len(buckets)} buckets at {report['size']}x{report['size']}, "
+                f"mask seed {report['seed']}; {report['protocol']}.")
+    return "\n".join(rows) + "\n"
+
+
+def _label(path: str) -> str:
+    p = Path(path)
+    return p.parent.name if p.stem == "model" else p.stem
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("checkpoint", type=click.Path())
+@click.argument("images", type=click.Path(exists=True))
+@click.option("--second", type=click.Path(), default=None,
+              help="A second checkpoint in the same table (e.g. the --no-semantic ablation).")
+@click.option("--name", default=None, help="Row label of CHECKPOINT [its run folder].")
+@click.option("--second-name", default=None, help="Row label of --second.")
+@click.option("--size", default=256, help="Evaluation size (square).")
+@click.option("--seed", default=0, help="Mask seed.")
+@click.option("--limit", type=int, default=None, help="Evaluate the first N images only.")
+@click.option("--baselines/--no-baselines", "with_baselines", default=True)
+@click.option("--biharmonic/--no-biharmonic", default=True,
+              help="Include scikit-image's biharmonic inpainting (slow on big holes).")
+@click.option("-o", "--out", default="eval", type=click.Path(),
+              help="Output folder: results.json, results.md, examples/.")
+@click.option("--save-examples", default=0, help="Write N side-by-side PNGs.")
+@click.option("--device", default="cpu")
+def cli(checkpoint: str, images: str, second: str | None, name: str | None,
+        second_name: str | None, size: int, seed: int, limit: int | None,
+        with_baselines: bool, biharmonic: bool, out: str, save_examples: int,
+        device: str) -> None:
+    """Evaluate CHECKPOINT on the images under IMAGES (folder or list file)."""
+    from sair_deploy.errors import SairError
+
+    from .data import list_images
+
+    try:
+        files = list_images([images])[:limit]
+        if not files:
+            raise click.UsageError(f"no images under {images}")
+        methods: dict[str, Inpaint] = {name or _label(checkpoint): checkpoint_inpainter(checkpoint, device)}
+        if second:
+            methods[second_name or _label(second)] = checkpoint_inpainter(second, device)
+        if with_baselines:
+            methods.update(baselines(biharmonic))
+    except SairError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    out_dir = Path(out)
+    report = evaluate(methods, files, size, seed, save_examples,
+                      out_dir / "examples" if save_examples else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    md = markdown(report)
+    (out_dir / "results.md").write_text(md)
+    click.echo(md)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()
