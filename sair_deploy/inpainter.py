@@ -70,6 +70,10 @@ class Inpainter:
             self._sem_inputs = (sem_image[None], sem_valid[None])
             if not self.reference:
                 self.sem_pre = self.backend.semantic(*self._sem_inputs)
+        self._app_image = self.image.transpose(2, 0, 1)
+        if self.config.fill == "pushpull":  # global, so once on the whole image, not per tile
+            self._app_image = self.backend.fill(self._app_image[None].copy(),
+                                                self.mask[None, None].astype(np.float32))[0]
         self.pixel_cell = np.array([[[2.0 / h, 2.0 / w]]], dtype=np.float32)
         self._tiles = plan_tiles(h, w, self.tile, self.overlap)
         self._tile_done = np.zeros(len(self._tiles), dtype=bool)
@@ -86,17 +90,16 @@ class Inpainter:
                 and needed[t.window[0]:t.window[1], t.window[2]:t.window[3]].any()]
         if not todo:
             return
-        if self._app is None:
-            c = self.config.app.out_channels
-            self._app = np.zeros((c, h, w), dtype=np.float32)
-            self._app_weight = np.zeros((h, w), dtype=np.float32)
-        img = self.image.transpose(2, 0, 1)
+        img = self._app_image
         msk = self.mask[None].astype(np.float32)
         for i in tqdm(todo, desc="features", disable=not self.progress or len(todo) < 2, leave=False):
             t = self._tiles[i]
             r0, r1, c0, c1 = t.inner
             x, _ = pad_to_multiple(np.concatenate([img[:, r0:r1, c0:c1], msk[:, r0:r1, c0:c1]]), 4)
             feats = self.backend.appearance(x[None, :3].copy(), x[None, 3:].copy())[0]
+            if self._app is None:  # channels as the graph gives them (a residual model adds 3)
+                self._app = np.zeros((feats.shape[0], h, w), dtype=np.float32)
+                self._app_weight = np.zeros((h, w), dtype=np.float32)
             wr0, wr1, wc0, wc1 = t.window
             wgt = blend_weight(t, h, w)
             self._app[:, wr0:wr1, wc0:wc1] += wgt * feats[:, wr0 - r0:wr1 - r0, wc0 - c0:wc1 - c0]

@@ -98,3 +98,13 @@ def test_bad_scale_and_sizes_are_refused(backend):
         inp.inpaint(1000.0)
     with pytest.raises(InputError, match="does not match"):
         inp.set_image(image, mask[:10])
+
+
+def test_fill_residual_model_fast_equals_reference_and_tiles_are_faithful():
+    be = TorchBackend(make_model(fill="pushpull", residual=True))
+    image, mask = random_case(48, 56, seed=11)
+    ref = _run(be, image, mask, 1.5, reference=True)
+    fast = _run(be, image, mask, 1.5, block=16)
+    tiled = _run(be, image, mask, 1.5, block=16, tile=16)
+    assert np.abs(ref - fast).max() <= 1e-5
+    assert np.abs(fast - tiled).max() <= 1e-5

@@ -43,7 +43,7 @@ def test_shapes_and_dtypes_of_every_module(tiny_model, size):
         assert s.shape == (2, 17, cfg.semantic.embed_dim)
         rgb = tiny_model.query(feats, coord, torch.tensor([[[0.05, 0.05]]]))
         assert rgb.shape == (2, 17, 3)
-    for t in (*feats, s, rgb):
+    for t in (feats.embedding, feats.holes, feats.app, s, rgb):
         assert t.dtype == torch.float32 and torch.isfinite(t).all()
 
 
@@ -150,3 +150,37 @@ def test_fast_path_with_a_different_cell_per_image():
         feats = model.encode(image, mask, sem_image, sem_valid)
         assert torch.allclose(model.query(feats, coord, cell), FastSAIR(model).query_sparse(feats, coord, cell),
                               atol=1e-5)
+
+
+@pytest.mark.parametrize("use_semantic", [True, False])
+def test_fill_and_residual_paths_agree(use_semantic):
+    model = make_model(use_semantic=use_semantic, fill="pushpull", residual=True)
+    image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
+    coord = torch.rand(2, 300, 2) * 2 - 1
+    cell = torch.tensor([[[2 / 50, 2 / 61]]])
+    fast = FastSAIR(model)
+    with torch.no_grad():
+        feats = model.encode(image, mask, sem_image, sem_valid)
+        assert feats.base is not None
+        ref = model.query(feats, coord, cell)
+        assert torch.allclose(ref, fast.query_dense(feats, coord, cell), atol=1e-5)
+        assert torch.allclose(ref, fast.query_sparse(feats, coord, cell), atol=1e-5)
+
+
+def test_push_pull_keeps_known_pixels_and_fills_from_neighbours():
+    from sair_deploy.model.fill import push_pull
+
+    image = torch.zeros(1, 3, 32, 40)
+    image[..., :20] = 1.0  # left half white, right half black
+    mask = torch.zeros(1, 1, 32, 40)
+    mask[..., 8:24, 12:28] = 1
+    out = push_pull(image, mask)
+    known = mask == 0
+    assert torch.equal(out.expand_as(image)[known.expand_as(image)], image[known.expand_as(image)])
+    assert out[0, 0, 16, 13] > 0.7 and out[0, 0, 16, 26] < 0.3  # each side takes its neighbours' colour
+    assert ((out >= 0) & (out <= 1)).all()
+
+
+def test_residual_needs_a_fill():
+    with pytest.raises(ValueError, match="pushpull"):
+        get_config("sair-tiny").replace(residual=True)

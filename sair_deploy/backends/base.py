@@ -22,6 +22,9 @@ class Backend(Protocol):
     def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray) -> np.ndarray:
         """``(1,3,h,w), (1,1,h,w)`` -> SIR's precomputed first layer ``(1,hidden,h/16,w/16)``."""
 
+    def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Whole image ``(1,3,H,W)`` with holes push-pull filled (models with ``fill="pushpull"``)."""
+
     def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``(1,3,H,W)`` in [0,1], ``(1,1,H,W)`` 1 = hole -> appearance features ``(1,C,H,W)``."""
 

@@ -27,8 +27,12 @@ class AIR(nn.Module):
         self.mlp = MLP(app_dim * 9 + sem_dim + 4, 3, mlp.hidden, mlp.depth)
 
     def forward(self, app: Tensor, semantic: SemanticField | None, coord: Tensor,
-                cell: Tensor) -> Tensor:
-        """RGB at ``coord (B, Q, 2)`` from appearance features ``app (B, C, H, W)``."""
+                cell: Tensor, base: Tensor | None = None) -> Tensor:
+        """RGB at ``coord (B, Q, 2)`` from appearance features ``app (B, C, H, W)``.
+
+        With ``base (B, 3, H, W)`` (the filled image) each neighbour predicts a residual over its
+        pixel's base colour.
+        """
         size = app.shape[-2:]
         nb = local_neighbours(coord, size)
         z = gather_latents(unfold3x3(app), nb.row, nb.col)  # (B, Q, 4, 9C)
@@ -39,4 +43,6 @@ class AIR(nn.Module):
             parts.append(s)
         c = scale_cell(cell, size).unsqueeze(-2).expand(*nb.rel_coord.shape)
         pred = self.mlp(torch.cat(parts + [nb.rel_coord, c], dim=-1))
+        if base is not None:
+            pred = pred + gather_latents(base, nb.row, nb.col)
         return ensemble(pred, nb.weight)

@@ -38,10 +38,11 @@ class AppEncoder(nn.Module):
     Input ``(B, 4, H, W)`` with ``H, W`` multiples of 4; output ``(B, widths[0], H, W)``.
     """
 
-    def __init__(self, cfg: AppEncoderConfig):
+    def __init__(self, cfg: AppEncoderConfig, zero_holes: bool = True):
         super().__init__()
         w0, w1, w2 = cfg.widths
         self.cfg = cfg
+        self.zero_holes = zero_holes
         self.net = nn.Sequential(
             nn.Conv2d(cfg.in_channels, w0, 7, padding=3), nn.ReLU(),
             nn.Conv2d(w0, w1, 4, stride=2, padding=1), nn.ReLU(),
@@ -54,9 +55,12 @@ class AppEncoder(nn.Module):
         )
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        """``image (B, 3, H, W)`` in [0, 1], ``mask (B, 1, H, W)`` with 1 = hole."""
+        """``image (B, 3, H, W)`` in [0, 1] (holes filled, or zeroed here), ``mask (B, 1, H, W)``
+        with 1 = hole."""
         h, w = image.shape[-2:]
         if h % 4 or w % 4:
             raise ValueError(f"AppEncoder input {h}x{w} is not a multiple of 4")
-        x = (image * 2 - 1) * (1 - mask)  # holes read as 0 (mid grey)
+        x = image * 2 - 1
+        if self.zero_holes:
+            x = x * (1 - mask)  # holes read as 0 (mid grey)
         return self.net(torch.cat([x, mask], dim=1))

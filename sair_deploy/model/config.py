@@ -93,6 +93,9 @@ class SAIRConfig:
     air: MLPConfig = field(default_factory=MLPConfig)
     use_semantic: bool = True
     sir_unfold: bool = True  # SIR reads the 3x3 neighbourhood of each latent cell (as LIIF does)
+    # Not in the paper (options for small models; the paper's configuration keeps the defaults):
+    fill: Literal["zero", "pushpull"] = "zero"  # what the AppEncoder sees inside holes
+    residual: bool = False  # AIR predicts a residual over the push-pull fill (needs fill="pushpull")
     name: str = "custom"
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +117,12 @@ class SAIRConfig:
             raise ValueError(f"unknown SAIR config fields: {sorted(unknown)}")
         return cls(semantic=sem, app=app, sir=sir, air=air, **d)
 
+    def __post_init__(self) -> None:
+        if self.fill not in ("zero", "pushpull"):
+            raise ValueError(f"fill must be 'zero' or 'pushpull', got {self.fill!r}")
+        if self.residual and self.fill != "pushpull":
+            raise ValueError("residual=True predicts a residual over the fill: it needs fill='pushpull'")
+
     def replace(self, **changes: Any) -> "SAIRConfig":
         return dataclasses.replace(self, **changes)
 
@@ -123,13 +132,16 @@ def _paper() -> SAIRConfig:
 
 
 def _small() -> SAIRConfig:
-    # The bundled demo model: a small ViT trained from scratch (no pretrained CLIP here).
+    # The bundled demo model: a small ViT trained from scratch (no pretrained CLIP here), with
+    # the push-pull fill and a residual AIR (options beyond the paper).
     return SAIRConfig(
         semantic=SemanticConfig(width=128, layers=4, heads=4, embed_dim=64, max_side=224,
                                 pretrained=None),
         app=AppEncoderConfig(widths=(32, 64, 128), res_blocks=4),
         sir=MLPConfig(hidden=128, depth=4),
         air=MLPConfig(hidden=128, depth=4),
+        fill="pushpull",  # a small CPU-trained model needs the classical fill to start from
+        residual=True,
         name="sair-small",
     )
 

@@ -87,15 +87,18 @@ class FastSAIR(nn.Module):
         """AIR's first layer, all but the per-query part, at every pixel of a block.
 
         ``app_padded (B, C, h+2, w+2)``: appearance features of the block with a 1-pixel border
-        (zeros beyond the image, as LIIF's unfold pads); ``sem_term (B, h*w, hidden)`` or None.
-        Returns ``(B, hidden, h, w)``.
+        (zeros beyond the image, as LIIF's unfold pads), followed by the 3 base-colour channels
+        for a residual model; ``sem_term (B, h*w, hidden)`` or None.
+        Returns ``(B, hidden, h, w)`` (``hidden + 3`` channels, the base last, if residual).
         """
         w_z, _, _, _, bias = self._air_first()
-        c = app_padded.shape[1]
-        p = F.conv2d(app_padded, w_z.reshape(w_z.shape[0], c, 3, 3), bias)
+        c = self.model.air.app_dim
+        p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
         if sem_term is not None:
             b, hid, h, w = p.shape
             p = p + sem_term.transpose(1, 2).reshape(b, hid, h, w)
+        if self.cfg.residual:  # the base colours ride along as 3 extra channels
+            p = torch.cat([p, app_padded[:, c:, 1:-1, 1:-1]], dim=1)
         return p
 
     # ---- per query ----------------------------------------------------------------------
@@ -111,9 +114,17 @@ class FastSAIR(nn.Module):
         nb = local_neighbours(coord, size)
         origin = grid[2:].long()
         h = gather_latents(air_pre, nb.row - origin[0], nb.col - origin[1])
-        h = _hidden(h, nb.rel_coord, w_rel, scale_cell(cell, size) @ w_cell.T,
-                    self.model.air.mlp.linears[1:-1])
-        return self.model.air.mlp.linears[-1](ensemble(h, nb.weight))
+        base = None
+        if self.cfg.residual:
+            h, base = h[..., :-3], h[..., -3:]
+        return self._decode(h, nb, scale_cell(cell, size) @ w_cell.T, base)
+
+    def _decode(self, first: Tensor, nb, cell_term: Tensor, base: Tensor | None) -> Tensor:
+        """From AIR's gathered first layer to RGB: hidden layers, ensemble, output (+ base)."""
+        _, _, w_rel, _, _ = self._air_first()
+        lins = self.model.air.mlp.linears
+        rgb = lins[-1](ensemble(_hidden(first, nb.rel_coord, w_rel, cell_term, lins[1:-1]), nb.weight))
+        return rgb if base is None else rgb + ensemble(base, nb.weight)
 
     # ---- whole-image conveniences (tests, training) ---------------------------------------
     def precompute(self, feats: Features) -> Tensor:
@@ -127,7 +138,8 @@ class FastSAIR(nn.Module):
             centres = torch.from_numpy(make_coord((h, w))).to(feats.app)
             centres = centres.unsqueeze(0).expand(b, -1, -1)
             sem_term = self.semantic_term(sem_pre, centres, pixel_cell(h, w, feats.app))
-        return self.appearance_precompute(F.pad(feats.app, (1, 1, 1, 1)), sem_term)
+        app = torch.cat([feats.app, feats.base], dim=1) if self.cfg.residual else feats.app
+        return self.appearance_precompute(F.pad(app, (1, 1, 1, 1)), sem_term)
 
     def query_dense(self, feats: Features, coord: Tensor, cell: Tensor) -> Tensor:
         """RGB at ``coord`` via a whole-image precompute (equals ``SAIR.query``)."""
@@ -153,6 +165,5 @@ class FastSAIR(nn.Module):
             pc = pixel_cell(size[0], size[1], coord)
             t = self.semantic_term(sem_pre, nb.centre.reshape(b, q * 4, 2), pc)
             h = h + t.view(b, q, 4, -1)
-        h = _hidden(h, nb.rel_coord, w_rel, scale_cell(cell, size) @ w_cell.T,
-                    self.model.air.mlp.linears[1:-1])
-        return self.model.air.mlp.linears[-1](ensemble(h, nb.weight))
+        base = gather_latents(feats.base, nb.row, nb.col) if self.cfg.residual else None
+        return self._decode(h, nb, scale_cell(cell, size) @ w_cell.T, base)

@@ -1,12 +1,14 @@
 """One small module per deployed graph, each with a fixed, flat signature (batch of 1).
 
 The torch backend runs these modules; the exporter traces exactly these modules to ONNX. The
-runtime calls them in this order: ``semantic`` once per image, ``appearance`` once per tile,
-``precompute`` once per block, ``query`` once per chunk of coordinates.
+runtime calls them in this order: ``semantic`` (and ``fill``, for a push-pull model) once per
+image, ``appearance`` once per tile, ``precompute`` once per block, ``query`` once per chunk of
+coordinates.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .fast import FastSAIR
@@ -25,15 +27,31 @@ class SemanticGraph(nn.Module):
         return self.fast.semantic_precompute(emb, holes)
 
 
-class AppearanceGraph(nn.Module):
-    """``image (1,3,H,W)`` in [0,1], ``mask (1,1,H,W)`` -> ``app (1,C,H,W)``; H, W multiples of 4."""
+class FillGraph(nn.Module):
+    """``image (1,3,H,W)``, ``mask (1,1,H,W)`` -> the image with holes push-pull filled.
+
+    Runs once on the whole image (the fill is global), before the tiled AppEncoder."""
 
     def __init__(self, model: SAIR):
         super().__init__()
         self.model = model
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self.model.encode_appearance(image, mask)
+        return self.model.fill_holes(image, mask)
+
+
+class AppearanceGraph(nn.Module):
+    """``image (1,3,H,W)`` in [0,1] (filled, for a fill model), ``mask (1,1,H,W)`` ->
+    ``app (1,C,H,W)``; H, W multiples of 4. A residual model appends the image's 3 channels,
+    the base colours its queries add to."""
+
+    def __init__(self, model: SAIR):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        app = self.model.encode_appearance(image, mask)
+        return torch.cat([app, image], dim=1) if self.model.cfg.residual else app
 
 
 class PrecomputeGraph(nn.Module):
@@ -80,6 +98,8 @@ def build_graphs(model: SAIR) -> dict[str, nn.Module]:
     """The graphs a model deploys as, by name, in eval mode."""
     model = model.eval()
     graphs: dict[str, nn.Module] = {"appearance": AppearanceGraph(model), "query": QueryGraph(model)}
+    if model.cfg.fill == "pushpull":
+        graphs["fill"] = FillGraph(model)
     if model.cfg.use_semantic:
         graphs["semantic"] = SemanticGraph(model)
         graphs["precompute"] = PrecomputeGraph(model)

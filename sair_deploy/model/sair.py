@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .air import AIR
 from .appearance import AppEncoder
 from .config import SAIRConfig
+from .fill import push_pull
 from .semantic import SemanticEncoder
 from .sir import SIR
 
@@ -26,6 +27,7 @@ class Features(NamedTuple):
     embedding: Tensor | None  # E (B, D, h, w); None in the LIIF ablation
     holes: Tensor | None  # (B, 1, h, w) fraction of each latent cell that was a hole
     app: Tensor  # Z (B, C, H, W)
+    base: Tensor | None = None  # the filled image (B, 3, H, W) AIR adds its residual to, if any
 
 
 def pixel_cell(height: int, width: int, like: Tensor) -> Tensor:
@@ -37,7 +39,7 @@ class SAIR(nn.Module):
     def __init__(self, cfg: SAIRConfig):
         super().__init__()
         self.cfg = cfg
-        self.app_encoder = AppEncoder(cfg.app)
+        self.app_encoder = AppEncoder(cfg.app, zero_holes=cfg.fill == "zero")
         sem_dim = cfg.semantic.embed_dim if cfg.use_semantic else 0
         if cfg.use_semantic:
             self.semantic = SemanticEncoder(cfg.semantic)
@@ -52,20 +54,27 @@ class SAIR(nn.Module):
         holes = 1 - F.avg_pool2d(sem_valid, ps)
         return emb, holes
 
+    def fill_holes(self, image: Tensor, mask: Tensor) -> Tensor:
+        """The image the AppEncoder sees: holes push-pull filled (``fill="pushpull"``) or as is."""
+        return push_pull(image, mask) if self.cfg.fill == "pushpull" else image
+
     def encode_appearance(self, image: Tensor, mask: Tensor) -> Tensor:
+        """Appearance features of an image already passed through :meth:`fill_holes`."""
         return self.app_encoder(image, mask)
 
     def encode(self, image: Tensor, mask: Tensor, sem_image: Tensor | None = None,
                sem_valid: Tensor | None = None) -> Features:
         """``image (B,3,H,W)`` in [0,1], ``mask (B,1,H,W)`` 1 = hole; ``sem_*`` from
         :func:`sair_deploy.preprocess.semantic_input` (ignored in the LIIF ablation)."""
-        app = self.encode_appearance(image, mask)
+        filled = self.fill_holes(image, mask)
+        app = self.encode_appearance(filled, mask)
+        base = filled if self.cfg.residual else None
         if not self.cfg.use_semantic:
-            return Features(None, None, app)
+            return Features(None, None, app, base)
         if sem_image is None or sem_valid is None:
             raise ValueError("this model has a semantic branch: pass sem_image and sem_valid")
         emb, holes = self.encode_semantic(sem_image, sem_valid)
-        return Features(emb, holes, app)
+        return Features(emb, holes, app, base)
 
     # ---- per query (literal) ---------------------------------------------------------------
     def semantic_at(self, feats: Features, coord: Tensor, cell: Tensor) -> Tensor:
@@ -79,7 +88,7 @@ class SAIR(nn.Module):
             h, w = feats.app.shape[-2:]
             pc = pixel_cell(h, w, coord)
             semantic = lambda centres: self.semantic_at(feats, centres, pc)  # noqa: E731
-        return self.air(feats.app, semantic, coord, cell)
+        return self.air(feats.app, semantic, coord, cell, feats.base)
 
     def forward(self, image: Tensor, mask: Tensor, sem_image: Tensor | None,
                 sem_valid: Tensor | None, coord: Tensor, cell: Tensor) -> Tensor:
