@@ -158,3 +158,31 @@ def test_ddp_two_processes_keep_weights_in_sync(tmp_path):
     torch.manual_seed(1)
     init = build_model(_args(tmp_path / "d", out, no_semantic=True)).state_dict()
     assert any(not torch.equal(a[k], init[k]) for k in a)  # training did change the weights
+
+
+def test_sir_then_air_freezes_sir_in_the_second_stage(tmp_path):
+    img = _image(tmp_path / "d" / "a.png")
+    # one image, repeat 2, batch 2: one step per epoch; SIR alone for 2 epochs, then AIR.
+    kw = dict(stage="sir-then-air", sir_epochs=2)
+    torch.manual_seed(1)
+    init = build_model(_args(img.parent, tmp_path)).state_dict()
+    _, first = run_training(_args(img.parent, tmp_path / "a", epochs=2, **kw))
+    summary, both = run_training(_args(img.parent, tmp_path / "b", epochs=4, **kw))
+    stages = [r["stage"] for r in _log(tmp_path / "b") if "stage" in r]
+    assert stages == ["sir", "sir", "air", "air"] and summary["epoch"] == 4
+    a, b = first.state_dict(), both.state_dict()
+    for k in a:
+        if k.startswith("sir."):
+            assert not torch.equal(a[k], init[k]) and torch.equal(a[k], b[k]), k
+        if k.startswith("air.") and "weight" in k:
+            assert torch.equal(a[k], init[k]) and not torch.equal(b[k], init[k]), k
+
+
+def test_resume_without_out_uses_the_runs_folder(tmp_path, monkeypatch):
+    img = _image(tmp_path / "d" / "a.png")
+    train(_args(img.parent, tmp_path / "run", max_steps=1))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["--resume", str(tmp_path / "run"), "--max-steps", "2",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert load_state(tmp_path / "run")["step"] == 2 and not (tmp_path / "runs").exists()

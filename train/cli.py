@@ -11,7 +11,8 @@ from .trainer import STAGES, TrainArgs
 
 @click.command(context_settings={"show_default": True})
 @click.argument("data", nargs=-1, required=False)
-@click.option("-o", "--out", default="runs/sair", help="Run folder (checkpoints, log).")
+@click.option("-o", "--out", default=None,
+              help="Run folder (checkpoints, log) [runs/sair; with --resume: the run's].")
 @click.option("--config", "config", default="sair-small",
               help="Registered model config: sair-tiny, sair-small, sair-b16.")
 @click.option("--no-semantic", is_flag=True, help="Train the LIIF ablation (no SIR, no CLIP).")
@@ -51,7 +52,7 @@ from .trainer import STAGES, TrainArgs
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--resume", type=click.Path(), default=None,
               help="Continue a run (its folder or state.pt) with its saved options.")
-def cli(data: tuple[str, ...], out: str, config: str, no_semantic: bool, no_progress: bool,
+def cli(data: tuple[str, ...], out: str | None, config: str, no_semantic: bool, no_progress: bool,
         resume: str | None, **opts) -> None:
     """Train on DATA: image folders (searched recursively) or list files of image paths."""
     from sair_deploy.errors import SairError

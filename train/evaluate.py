@@ -111,8 +111,10 @@ def metrics(out_u8: np.ndarray, gt_u8: np.ndarray) -> dict[str, float]:
     """PSNR (dB), SSIM and L1 of one uint8 image pair (scikit-image's definitions)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+    with np.errstate(divide="ignore"):  # identical images: PSNR is inf
+        psnr = float(peak_signal_noise_ratio(gt_u8, out_u8, data_range=255))
     return {
-        "psnr": float(peak_signal_noise_ratio(gt_u8, out_u8, data_range=255)),
+        "psnr": psnr,
         "ssim": float(structural_similarity(gt_u8, out_u8, data_range=255, win_size=7,
                                             channel_axis=-1)),
         "l1": float(np.abs(gt_u8.astype(np.float64) - out_u8.astype(np.float64)).mean() / 255),

@@ -20,6 +20,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ class TrainArgs:
     """Every option of a run (saved in the state file; ``--resume`` reuses them)."""
 
     data: list[str] = field(default_factory=list)
-    out: str = "runs/sair"
+    out: str | None = None  # run folder; runs/sair when not given (resume: the run's own)
     config: str = "sair-small"
     no_semantic: bool = False
     clip_weights: str | None = None
@@ -289,9 +290,12 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     state = load_state(resume) if resume else None
     if state is not None:
         saved = dict(state["args"])
+        # Options about this invocation may change; the run's own options may not.
         for key in ("max_minutes", "max_steps", "progress", "workers", "device", "out"):
             saved[key] = getattr(args, key) if getattr(args, key) is not None else saved[key]
         args = TrainArgs(**saved)
+    if args.out is None:
+        args.out = "runs/sair"
     owns_group = not _distributed()
     rank, world, device = _dist_setup(args.device)
     if args.batch % world:
@@ -405,7 +409,9 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
         if not stop:
             epoch += 1
             start = 0
-            sched.step()
+            with warnings.catch_warnings():  # after a resume the fresh optimiser has not stepped
+                warnings.simplefilter("ignore", UserWarning)
+                sched.step()
             if rank == 0 and val_set is not None and args.val_every and \
                     epoch % args.val_every == 0:
                 loader = torch.utils.data.DataLoader(val_set, batch_size=8)
