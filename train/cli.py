@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -70,6 +71,8 @@ def cli(data: tuple[str, ...], out: str | None, config: str, no_semantic: bool, 
     except (SairError, WeightsNotFound, FileNotFoundError, ValueError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(getattr(err, "exit_code", 2))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only the first process reports
     click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in summary.items()))
 
