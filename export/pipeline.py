@@ -12,6 +12,9 @@ from sair_deploy.errors import InputError
 from . import manifest as mf
 from .onnx import OPSET, export_all, graph_io, save_model
 
+# --check's images: a photo-sized one at scale 1 and a smaller one at scale 2 (height, width, scale)
+REAL_CASES = ((384, 512, 1.0), (200, 256, 2.0))
+
 
 def check_output_dir(out_dir: Path, force: bool) -> None:
     """Refuse to write into an existing, non-empty ``out_dir`` unless ``force``."""
@@ -101,17 +104,19 @@ def run_checks(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, manife
 
     model = load_checkpoint(checkpoint)
     diffs = []
+    real = dict(cases=REAL_CASES, tile=256, block=64, chunk=8192)  # several tiles and blocks
     precisions = ["fp32"] + (["fp16"] if all("fp16" in g["files"] for g in manifest["graphs"].values()) else [])
     for precision in precisions:
         backend = OnnxBackend(out_dir, device="cpu", precision=precision)
         diffs += parity.graph_parity(model, backend)
-        diffs += parity.image_parity(model, backend)
+        diffs += parity.image_parity(model, backend, **real)
     if manifest.get("trt"):
         from sair_deploy.backends.trt_backend import TrtBackend
 
-        diffs += parity.image_parity(model, TrtBackend(out_dir),
-                                     limits=(parity.FP16_MAX, parity.FP16_MEAN), label="trt",
-                                     tile=runtime_tile(manifest), block=manifest["runtime"]["block"])
+        rt = manifest["runtime"]
+        diffs += parity.image_parity(model, TrtBackend(out_dir), cases=REAL_CASES, tile=rt["tile"],
+                                     block=rt["block"], chunk=rt["chunk"], label="trt",
+                                     limits=(parity.FP16_MAX, parity.FP16_MEAN))
         if importlib.util.find_spec("polygraphy") is not None:
             diffs += parity.polygraphy_trt_vs_ort(out_dir, manifest)
         else:
@@ -119,7 +124,3 @@ def run_checks(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, manife
     for d in diffs:
         log(d.line())
     return all(d.ok for d in diffs)
-
-
-def runtime_tile(manifest: dict[str, Any]) -> int:
-    return int(manifest.get("runtime", {}).get("tile", 512))
