@@ -16,7 +16,7 @@ class TorchBackend:
     for tests and benchmarks.
     """
 
-    def __init__(self, model, device: str = "cpu"):
+    def __init__(self, model, device: str = "cpu", fp16: bool = False):
         import torch
 
         from ..model.graphs import build_graphs
@@ -30,6 +30,11 @@ class TorchBackend:
         self.config: SAIRConfig = model.cfg
         self.graphs = build_graphs(self.model)
         self.name = "torch" if self.device.type == "cpu" else f"torch-{self.device.type}"
+        # fp16 through autocast: convolutions and matrix products in half precision, while the
+        # coordinate and index arithmetic (floor, gathers' indices) stays in float32
+        self.fp16 = fp16
+        if fp16:
+            self.name += "-fp16"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "TorchBackend":
@@ -39,7 +44,7 @@ class TorchBackend:
 
     def _run(self, name: str, *arrays: np.ndarray | None) -> np.ndarray:
         torch = self._torch
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=self.fp16):
             args = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
                     for a in arrays if a is not None]
             return self.graphs[name](*args).float().cpu().numpy()
