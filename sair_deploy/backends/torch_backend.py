@@ -42,15 +42,19 @@ class TorchBackend:
 
         return cls(load_checkpoint(path), device)
 
-    def _run(self, name: str, *arrays: np.ndarray | None) -> np.ndarray:
+    def _run(self, name: str, *arrays, keep: bool = False):
+        """Run graph ``name``; ``keep`` leaves the result on the device (an opaque handle that
+        only goes back into this backend), else it comes back as a float32 numpy array."""
         torch = self._torch
         with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=self.fp16):
-            args = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+            args = [a if isinstance(a, torch.Tensor) else
+                    torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
                     for a in arrays if a is not None]
-            return self.graphs[name](*args).float().cpu().numpy()
+            out = self.graphs[name](*args)
+            return out if keep else out.float().cpu().numpy()
 
-    def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray) -> np.ndarray:
-        return self._run("semantic", sem_image, sem_valid)
+    def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray):
+        return self._run("semantic", sem_image, sem_valid, keep=True)
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run("fill", image, mask)
@@ -58,8 +62,8 @@ class TorchBackend:
     def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run("appearance", image, mask)
 
-    def precompute(self, app, sem_pre=None, centres=None, pixel_cell=None) -> np.ndarray:
-        return self._run("precompute", app, sem_pre, centres, pixel_cell)
+    def precompute(self, app, sem_pre=None, centres=None, pixel_cell=None):
+        return self._run("precompute", app, sem_pre, centres, pixel_cell, keep=True)
 
     def query(self, air_pre, grid, coord, cell) -> np.ndarray:
         return self._run("query", air_pre, grid, coord, cell)
