@@ -14,6 +14,7 @@ Graph inputs and outputs stay float32 for the caller.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import numpy as np
@@ -82,7 +83,7 @@ def _index_cone(nodes: list[onnx.NodeProto], types: dict[str, int]) -> set[str]:
 def convert_to_fp16(model: onnx.ModelProto, coordinate_inputs: Iterable[str] = (),
                     fp32_ops: Iterable[str] = FP32_OPS) -> onnx.ModelProto:
     """A float16 copy of ``model`` (float32 inputs and outputs, float32 where listed above)."""
-    model = onnx.shape_inference.infer_shapes(onnx.ModelProto.FromString(model.SerializeToString()))
+    model = onnx.shape_inference.infer_shapes(copy.deepcopy(model))
     g = model.graph
     fp32_ops = frozenset(fp32_ops)
     types = _elem_types(model)

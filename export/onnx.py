@@ -7,7 +7,10 @@ graphs are traced with ``torch.export`` (``dynamo=True``) at opset 18; weights a
 
 from __future__ import annotations
 
+import copy
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,17 +191,18 @@ def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> list[str]:
         atomic_write(path, write_one)
         return [path.name]
     data = path.name + ".data"
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())  # saving moves weights out
-
-    def write(tmp: str) -> None:
-        # onnx writes external data next to the model file under `location`; write the data
-        # to its temp name first, then move it into place before the model that points to it.
-        onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data, size_threshold=1024)
-        make_readable(tmp)
-        make_readable(Path(tmp).parent / data)
-
-    atomic_write(path, write)
+    proto = copy.deepcopy(proto)  # saving moves the weights out of the proto
+    # The model names its data file, so both are written under their final names in a temp
+    # folder beside them, then moved into place, data first (onnx appends to existing data files).
+    tmpdir = Path(tempfile.mkdtemp(prefix=".export-", dir=path.parent))
+    try:
+        onnx.save_model(proto, str(tmpdir / path.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data, size_threshold=1024)
+        for name in (data, path.name):
+            make_readable(tmpdir / name)
+            os.replace(tmpdir / name, path.parent / name)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return [path.name, data]
 
 

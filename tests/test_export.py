@@ -105,6 +105,34 @@ def test_fp32_graphs_match_torch(export_dir, tiny_model):
         assert d.max_abs <= 1e-4, d.line()
 
 
+def test_fp32_graphs_at_edge_sizes(export_dir, tiny_model):
+    """Sizes the samples did not use: CLIP's native grid, 1x1 grids, one query, tiny tiles."""
+    from sair_deploy.coords import make_coord
+    from sair_deploy.model.graphs import build_graphs
+
+    backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
+    graphs = build_graphs(tiny_model)
+    g = torch.Generator().manual_seed(5)
+    rnd = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    cfg = tiny_model.cfg
+    cases = [
+        ("semantic", (rnd(1, 3, 224, 224), torch.ones(1, 1, 224, 224))),
+        ("semantic", (rnd(1, 3, 16, 16), (rnd(1, 1, 16, 16) > 0.5).float())),
+        ("appearance", (rnd(1, 3, 4, 4), torch.zeros(1, 1, 4, 4))),
+        ("appearance", (rnd(1, 3, 8, 44), (rnd(1, 1, 8, 44) > 0.5).float())),
+        ("precompute", (rnd(1, cfg.app.out_channels, 3, 3), rnd(1, cfg.sir.hidden, 1, 1),
+                        torch.from_numpy(make_coord((5, 7), (2, 3), (4, 5)))[None],
+                        torch.tensor([[[2 / 5, 2 / 7]]]))),
+        ("query", (rnd(1, cfg.air.hidden, 1, 1), torch.tensor([1.0, 1.0, 0.0, 0.0]),
+                   torch.tensor([[[0.1, -0.3]]]), torch.tensor([[[0.5, 0.5]]]))),
+    ]
+    for name, args in cases:
+        with torch.inference_mode():
+            ref = graphs[name](*args).numpy()
+        got = getattr(backend, name)(*[a.numpy() for a in args])
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4, (name, args[0].shape)
+
+
 def test_fp32_images_match_torch(export_dir, tiny_model):
     backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
     for d in parity.image_parity(tiny_model, backend):
@@ -195,6 +223,25 @@ def test_onnx_backend_runs_with_torch_unimportable(export_dir, tiny_model, tmp_p
     got = np.load(tmp_path / "out.npy")
     assert got.shape == expected.shape == (54, 42, 3)
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_models_past_2gb_keep_weights_in_one_external_file(export_dir, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    import sair_export.onnx as ox
+
+    monkeypatch.setattr(ox, "_PROTO_LIMIT", 0)  # pretend the query graph is over 2 GB
+    proto = onnx.load(str(export_dir / "query.onnx"))
+    for _ in range(2):  # a second write replaces the data file instead of appending to it
+        assert ox.save_model(proto, tmp_path / "query.onnx") == ["query.onnx", "query.onnx.data"]
+    assert len(proto.graph.initializer[0].raw_data) > 0  # the caller's proto keeps its weights
+    weights = sum(len(i.raw_data) for i in proto.graph.initializer if len(i.raw_data) >= 1024)
+    assert (tmp_path / "query.onnx.data").stat().st_size == weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["query.onnx", "query.onnx.data"]
+    feeds = {k: v.numpy() for k, v in ox.sample_inputs("query", make_model().cfg, 1).items()}
+    a = ort.InferenceSession(str(tmp_path / "query.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    b = ort.InferenceSession(str(export_dir / "query.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert np.array_equal(a[0], b[0])
 
 
 def test_model_without_semantic_branch_exports(tmp_path):
