@@ -107,8 +107,9 @@ def build_engine(trt, onnx_path: Path, profile: Profile, workspace_mb: int,
     """Build one strongly typed engine; returns (serialized engine, updated timing cache)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    # TensorRT 10 needs the flag; 11 is always strongly typed and keeps it only as a deprecated no-op
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -304,6 +304,140 @@ def test_engines_from_another_host_are_refused():
         check_engine_host(section, "10.13.0", {"gpu": "NVIDIA L4", "compute_capability": "8.9"})
 
 
+def _fake_tensorrt(version: str = "10.13.0.35"):
+    """Just enough of TensorRT's builder API to run :func:`build_engines` without a GPU."""
+    import importlib.machinery
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    trt.__version__ = version
+    trt.calls = []
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Tensor:
+        def __init__(self, vi):
+            self.name = vi.name
+            self.shape = tuple(d.dim_value if d.HasField("dim_value") else -1
+                               for d in vi.type.tensor_type.shape.dim)
+
+    class Network:
+        def __init__(self, flags):
+            self.flags, self.inputs = flags, []
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse_from_file(self, path):
+            self.network.inputs = [Tensor(v) for v in onnx.load(path).graph.input]
+            trt.calls.append(("parse", Path(path).name))
+            return True
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            trt.calls.append(("profile", name, tuple(lo), tuple(opt), tuple(hi)))
+
+    class Cache:
+        def __init__(self, data):
+            self.data = data
+
+        def serialize(self):
+            return self.data + b"+"
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            trt.calls.append(("workspace", size))
+
+        def create_timing_cache(self, data):
+            return Cache(bytes(data))
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+        def add_optimization_profile(self, profile):
+            pass
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            trt.calls.append(("flags", flags))
+            return Network(flags)
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"engine:" + ",".join(t.name for t in network.inputs).encode()
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, Parser
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    return trt
+
+
+def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypatch, tiny_model):
+    """build_engines' use of the builder API, the manifest's trt section and the host check,
+    with a stand-in for the tensorrt module (the real one needs a GPU)."""
+    import sair_export.trt as trt_mod
+    from sair_deploy.backends.trt_backend import TrtBackend
+    from sair_export.manifest import write_manifest
+
+    out = tmp_path / "exp"
+    shutil.copytree(export_dir, out)
+    fake = _fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_mod, "gpu_info", lambda device=0: {"gpu": "Fake GPU", "compute_capability": "9.0"})
+    m = load_manifest(out)
+    runtime = {"tile": 64, "block": 16, "chunk": 1000, "margin": 2, "overlap": 36}
+    sources = {n: g["files"]["fp16"][0] for n, g in m["graphs"].items()}
+    section = trt_mod.build_engines(out, tiny_model.cfg, sources, "fp16", runtime, workspace_mb=256,
+                                    log=lambda s: None)
+    assert section["tensorrt_version"] == "10.13.0.35" and section["gpu"] == "Fake GPU"
+    assert section["compute_capability"] == "9.0" and section["strongly_typed"]
+    assert ("flags", 1) in fake.calls and ("workspace", 256 << 20) in fake.calls
+    profiled = {c[1] for c in fake.calls if c[0] == "profile"}
+    assert profiled == {"sem_image", "sem_valid", "image", "mask", "app", "sem_pre", "centres",
+                        "air_pre", "coord"}  # every dynamic input, none of the fixed ones
+    assert ("profile", "coord", (1, 1, 2), (1, 1000, 2), (1, 1000, 2)) in fake.calls
+    assert (out / "trt" / "timing.cache").read_bytes() == b"++++"  # grown by each of the 4 builds
+    assert (out / "trt" / "query.engine").read_bytes() == b"engine:air_pre,grid,coord,cell"
+    assert section["engines"]["query"]["profile"]["coord"][2] == [1, 1000, 2]
+    m["trt"] = section
+    write_manifest(out, m)
+    assert {"trt/query.engine", "trt/timing.cache"} <= set(load_manifest(out)["sha256"])
+    # engines built with another TensorRT are refused before anything touches the GPU
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("11.4.0.106"))
+    with pytest.raises(ModelError, match="built with TensorRT 10.13.0.35, this is 11.4.0.106"):
+        TrtBackend(out)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_mod, "gpu_info", lambda device=0: {"gpu": "Other GPU", "compute_capability": "8.6"})
+    with pytest.raises(ModelError, match="built for Fake GPU"):
+        TrtBackend(out)
+
+
 def test_trt_backend_without_tensorrt_or_engines(export_dir, monkeypatch):
     from sair_deploy.backends.trt_backend import TrtBackend
 

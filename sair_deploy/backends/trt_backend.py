@@ -82,6 +82,15 @@ class CudaCopier:
         _check(self.cudart.cudaStreamSynchronize(self.stream))
 
 
+def _np_dtype(trt, dtype) -> np.dtype:
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except (AttributeError, TypeError):
+        names = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64,
+                 "BOOL": np.bool_, "INT8": np.int8, "UINT8": np.uint8}
+        return np.dtype(names[dtype.name])
+
+
 class _Engine:
     """One deserialized engine with its execution context and buffers."""
 
@@ -97,7 +106,7 @@ class _Engine:
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             (self.inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else self.outputs).append(name)
-        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.inputs + self.outputs}
+        self.dtypes = {n: _np_dtype(trt, engine.get_tensor_dtype(n)) for n in self.inputs + self.outputs}
         self.buffers = {n: DeviceBuffer(copier.cudart) for n in self.inputs + self.outputs}
 
     def check_shape(self, name: str, shape: tuple[int, ...]) -> None:
@@ -156,8 +165,8 @@ class TrtBackend:
         if not section or not section.get("engines"):
             raise ModelError(f"{self.export_dir} has no TensorRT engines; build them with "
                              f"sair-export CHECKPOINT -o {self.export_dir} --trt --force")
-        _check(_cudart().cudaSetDevice(device))
         check_engine_host(section, trt.__version__, gpu_info(device))
+        _check(_cudart().cudaSetDevice(device))
         load_manifest(self.export_dir, check={e["file"] for e in section["engines"].values()})
         self.manifest = manifest
         self.config = SAIRConfig.from_dict(manifest["config"])
