@@ -203,10 +203,10 @@ def test_onnx_backend_runs_with_torch_unimportable(export_dir, tiny_model, tmp_p
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, Block())
         import numpy as np
-        from sair_deploy.backends.onnx_backend import OnnxBackend
-        from sair_deploy.inpainter import Inpainter
-        b = OnnxBackend({str(export_dir)!r}, device="auto")
-        inp = Inpainter(b, tile=16, block=8, chunk=50)
+        from sair_deploy.api import load_inpainter
+        import sair_deploy.backends.trt_backend, sair_export.trt, sair_export.manifest  # torch-free too
+        inp = load_inpainter({str(export_dir)!r}, backend="onnx", tile=16, block=8, chunk=50)
+        b = inp.backend
         inp.set_image(np.load({str(tmp_path / 'image.npy')!r}), np.load({str(tmp_path / 'mask.npy')!r}))
         np.save({str(tmp_path / 'out.npy')!r}, inp.inpaint(1.5))
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
@@ -467,6 +467,19 @@ def test_cuda_copies_round_trip():
         cp.synchronize()
         assert np.array_equal(a, out)
     buf.free()
+
+
+@pytest.mark.gpu
+def test_onnx_runtime_cuda_matches_torch(export_dir, tiny_model):
+    from sair_deploy.backends.onnx_backend import available_providers
+
+    if "CUDAExecutionProvider" not in available_providers():
+        pytest.skip("onnxruntime-gpu is not installed (no CUDAExecutionProvider)")
+    for precision, limits in (("fp32", (1e-4, None)), ("fp16", (parity.FP16_MAX, parity.FP16_MEAN))):
+        backend = OnnxBackend(export_dir, device="cuda", precision=precision)
+        assert backend.name == "onnx-cuda"
+        for d in parity.image_parity(tiny_model, backend, limits=limits):
+            assert d.ok, d.line()
 
 
 def _have_trt_gpu() -> str | None:

@@ -73,6 +73,11 @@ class OnnxBackend:
                                  f"{str(exc).splitlines()[0][:200]}") from None
             self.sessions[name] = sess
             self._inputs[name] = [i.name for i in sess.get_inputs()]
+        if use_cuda and any(s.get_providers()[0] != _CUDA for s in self.sessions.values()):
+            if device == "cuda":
+                raise InputError("ONNX Runtime could not start its CUDA provider (see its log); "
+                                 "check the CUDA/cuDNN install or use --device cpu")
+            self.name = "onnx-cpu"  # onnxruntime-gpu without a usable GPU falls back to the CPU
 
     def _run(self, name: str, *arrays: np.ndarray | None) -> np.ndarray:
         names = self._inputs[name]
