@@ -16,7 +16,7 @@ from sair_deploy.version import __version__
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Export directory (graphs, manifest.json, trt/ engines).")
 @click.option("--fp16", is_flag=True, help="Also write float16 graphs (precision inside the graph).")
-@click.option("--trt", is_flag=True, help="Build TensorRT engines (needs TensorRT and a CUDA GPU).")
+@click.option("--trt", is_flag=True, help="Build TensorRT engines (needs TensorRT and a CUDA GPU); float16 engines with --fp16.")
 @click.option("--check", is_flag=True, help="Compare every export with PyTorch; fail past tolerance.")
 @click.option("--force", is_flag=True, help="Overwrite an existing export directory.")
 @click.option("--tile", type=int, default=None, help="Runtime tile size the TensorRT profiles cover.")

@@ -75,7 +75,7 @@ def _index_cone(nodes: list[onnx.NodeProto], types: dict[str, int]) -> set[str]:
         if t in cone:
             continue
         cone.add(t)
-        if t in producer:
+        if t in producer and producer[t].op_type not in _TYPE_AGNOSTIC:  # shapes carry no values
             todo.extend(x for x in producer[t].input if x)
     return cone
 
