@@ -29,6 +29,7 @@ from .trainer import STAGES, TrainArgs
 @click.option("--scale-max", default=4.0, help="Largest super-resolution scale learned.")
 @click.option("--scale-prob", default=0.5, help="Fraction of samples at a scale > 1.")
 @click.option("--hole-fraction", default=0.5, help="Fraction of queries inside the hole.")
+@click.option("--color-jitter", default=0.0, help="Colour jitter strength (0 = off; 0.2 is mild).")
 @click.option("--repeat", default=1, help="Passes over the images per epoch.")
 @click.option("--val-count", default=4, help="Images split off DATA for validation.")
 @click.option("--val", "val", multiple=True, type=click.Path(exists=True),

@@ -67,6 +67,18 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.Resampling.BICUBIC))
 
 
+def color_jitter(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Random brightness, contrast, saturation and per-channel gains (uint8 in, uint8 out), so a
+    small training set does not teach the model its own colour priors."""
+    x = img.astype(np.float32) / 255.0
+    u = lambda: rng.uniform(1 - strength, 1 + strength)  # noqa: E731
+    gray = x.mean(axis=2, keepdims=True)
+    x = gray + (x - gray) * u()  # saturation
+    x = x.mean() + (x - x.mean()) * u()  # contrast
+    x = x * u() * rng.uniform(1 - strength / 2, 1 + strength / 2, size=3)  # brightness, colour cast
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 @dataclass
 class SampleSpec:
     """What a training sample looks like."""
@@ -78,6 +90,7 @@ class SampleSpec:
     hole_fraction: float = 0.5  # fraction of the queries drawn inside the hole
     min_zoom: float = 0.25  # crops cover between this and 1 of the image's native resolution
     hflip: bool = True
+    color_jitter: float = 0.0  # brightness/contrast/saturation/per-channel gain drawn in [1-j, 1+j]
     sem_max_side: int = 224
     semantic_target: bool = False  # also return the encoder input of the unmasked image
 
@@ -123,6 +136,8 @@ class InpaintingDataset(Dataset):
         gt = self._crop(img, crop, rng)
         if s.hflip and rng.random() < 0.5:
             gt = gt[:, ::-1]
+        if s.color_jitter > 0:
+            gt = color_jitter(gt, s.color_jitter, rng)
         gt = np.ascontiguousarray(gt)
         inp = _resize(gt, (t, t)).astype(np.float32) / 255.0
         gtf = gt.astype(np.float32) / 255.0

@@ -61,6 +61,7 @@ class TrainArgs:
     scale_max: float = 4.0
     scale_prob: float = 0.5
     hole_fraction: float = 0.5
+    color_jitter: float = 0.0
     repeat: int = 1
     val_count: int = 4
     val: list[str] = field(default_factory=list)  # validation images from elsewhere (no split)
@@ -315,7 +316,7 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     sem_target = model.cfg.use_semantic and (args.sem_weight > 0 or args.stage != "joint")
     spec = SampleSpec(size=args.size, queries=args.queries, scale_max=args.scale_max,
                       scale_prob=args.scale_prob, hole_fraction=args.hole_fraction,
-                      sem_max_side=model.cfg.semantic.max_side, semantic_target=sem_target)
+                      color_jitter=args.color_jitter, sem_max_side=model.cfg.semantic.max_side, semantic_target=sem_target)
     masks = MaskFolder(args.masks) if args.masks else None
     train_set = InpaintingDataset(train_files, spec, args.seed, args.repeat, masks)
     val_set = ValidationDataset(val_files, spec, args.seed) if val_files else None
