@@ -20,7 +20,7 @@ from sair_deploy.errors import ModelError
 MANIFEST = "manifest.json"
 FORMAT = "sair-export"
 FORMAT_VERSION = 1
-GRAPH_ORDER = ("semantic", "appearance", "precompute", "query")
+GRAPH_ORDER = ("semantic", "fill", "appearance", "precompute", "query")
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -54,14 +54,15 @@ def package_versions(names: tuple[str, ...] = ("sair-deploy", "torch", "onnx", "
 
 
 def runtime_sizes() -> dict[str, int]:
-    """The runtime's default tile, overlap-free block and chunk sizes (TensorRT profiles use them)."""
+    """The runtime's default tile, block and chunk sizes (TensorRT profiles are built for them)."""
     import inspect
 
     from sair_deploy import inpainter
 
     params = inspect.signature(inpainter.Inpainter.__init__).parameters
     return {"tile": int(params["tile"].default), "block": int(params["block"].default),
-            "chunk": int(params["chunk"].default), "margin": int(getattr(inpainter, "_MARGIN", 2))}
+            "chunk": int(params["chunk"].default), "margin": int(getattr(inpainter, "_MARGIN", 2)),
+            "max_image_side": 4096}  # the fill graph sees the whole image
 
 
 def value_info(vi) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class GraphIO:
 
 GRAPH_IO: dict[str, GraphIO] = {
     "semantic": GraphIO(("sem_image", "sem_valid"), "sem_pre"),
+    "fill": GraphIO(("image", "mask"), "filled"),
     "appearance": GraphIO(("image", "mask"), "app"),
     "precompute": GraphIO(("app", "sem_pre", "centres", "pixel_cell"), "air_pre",
                           ("centres", "pixel_cell")),
@@ -83,6 +84,16 @@ def symbolic_grid_sizes():
         liif.grid_size = original
 
 
+def app_channels(cfg: SAIRConfig) -> int:
+    """Channels of the appearance graph's output (a residual model appends the 3 base colours)."""
+    return cfg.app.out_channels + (3 if cfg.residual else 0)
+
+
+def air_channels(cfg: SAIRConfig) -> int:
+    """Channels of the precompute graph's output (the base colours ride along if residual)."""
+    return cfg.air.hidden + (3 if cfg.residual else 0)
+
+
 def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> dict[str, Tensor]:
     """Random inputs for graph ``name``; ``size`` (0, 1, 2, ...) picks distinct shapes.
 
@@ -98,6 +109,11 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
         h, w = ps * (3 + size), ps * (2 + 2 * size)
         valid = (rand(1, 1, h, w) > 0.3).float()
         return {"sem_image": rand(1, 3, h, w) * valid, "sem_valid": valid}
+    if name == "fill":  # the whole image: any size
+        h, w = 23 + 9 * size, 30 + 5 * size
+        mask = (rand(1, 1, h, w) > 0.6).float()
+        mask[..., h // 3: h // 2, w // 4: w // 2] = 1
+        return {"image": rand(1, 3, h, w), "mask": mask}
     if name == "appearance":
         h, w = 4 * (6 + 3 * size), 4 * (5 + 2 * size)
         mask = (rand(1, 1, h, w) > 0.7).float()
@@ -105,7 +121,7 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
     if name == "precompute":
         big_h, big_w = 40 + 8 * size, 36 + 12 * size  # the full image the block lies in
         r0, c0, bh, bw = 3 + size, 5, 7 + 2 * size, 6 + 3 * size
-        app = rand(1, cfg.app.out_channels, bh + 2, bw + 2) * 2
+        app = rand(1, app_channels(cfg), bh + 2, bw + 2) * 2
         if not cfg.use_semantic:
             return {"app": app}
         sem_h, sem_w = 3 + size, 2 + 2 * size
@@ -121,7 +137,7 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
         cols = c0 + 1 + rand(q) * (bw - 2)
         coord = torch.stack([-1 + 2 * rows / big_h, -1 + 2 * cols / big_w], dim=-1)[None]
         scale = 1.5 + size
-        return {"air_pre": rand(1, cfg.air.hidden, bh, bw) - 0.5,
+        return {"air_pre": rand(1, air_channels(cfg), bh, bw) - 0.5,
                 "grid": torch.tensor([big_h, big_w, r0, c0], dtype=torch.float32),
                 "coord": coord.float(),
                 "cell": torch.tensor([[[2.0 / (big_h * scale), 2.0 / (big_w * scale)]]])}
@@ -135,6 +151,9 @@ def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | 
         gh, gw = Dim("sem_grid_h", min=1, max=512), Dim("sem_grid_w", min=1, max=512)
         spec = {2: ps * gh, 3: ps * gw}
         return {"sem_image": spec, "sem_valid": spec}
+    if name == "fill":
+        spec = {2: Dim("image_h", min=1, max=65536), 3: Dim("image_w", min=1, max=65536)}
+        return {"image": spec, "mask": spec}
     if name == "appearance":
         qh, qw = Dim("quarter_h", min=1, max=8192), Dim("quarter_w", min=1, max=8192)
         spec = {2: 4 * qh, 3: 4 * qw}

@@ -56,7 +56,8 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     """
     s = profile_sizes(cfg, runtime)
     ps = cfg.semantic.patch_size
-    c, hid_sir, hid_air = cfg.app.out_channels, cfg.sir.hidden, cfg.air.hidden
+    base = 3 if cfg.residual else 0  # a residual model carries the base colours along
+    c, hid_sir, hid_air = cfg.app.out_channels + base, cfg.sir.hidden, cfg.air.hidden + base
     a, sem, blk, q = s["appearance"], s["semantic"], s["block"], s["chunk"]
     out: dict[str, Profile] = {
         "appearance": {"image": ((1, 3, 4, 4), (1, 3, a, a), (1, 3, a, a)),
@@ -65,6 +66,11 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
         "query": {"air_pre": ((1, hid_air, 1, 1), (1, hid_air, blk, blk), (1, hid_air, blk, blk)),
                   "coord": ((1, 1, 2), (1, q, 2), (1, q, 2))},
     }
+    if cfg.fill == "pushpull":
+        m = runtime.get("max_image_side", 4096)
+        o = min(1024, m)
+        out["fill"] = {"image": ((1, 3, 1, 1), (1, 3, o, o), (1, 3, m, m)),
+                       "mask": ((1, 1, 1, 1), (1, 1, o, o), (1, 1, m, m))}
     if cfg.use_semantic:
         g = sem // ps
         out["semantic"] = {"sem_image": ((1, 3, ps, ps), (1, 3, sem, sem), (1, 3, sem, sem)),

@@ -32,14 +32,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def export_run(tmp_path_factory, tiny_checkpoint, monkeypatch_module):
+def model():
+    """The shipped demo model's options (push-pull fill, residual AIR) at the tiny size."""
+    return make_model(fill="pushpull", residual=True)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, model) -> str:
+    from sair_deploy.model.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-pushpull.safetensors"
+    save_checkpoint(model, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def export_run(tmp_path_factory, checkpoint, monkeypatch_module):
     """One CLI export (float32 + float16) shared by the tests, into a directory that already
     holds a file (so --force is exercised) with TensorRT made unavailable (so --trt falls back)."""
     out = tmp_path_factory.mktemp("export") / "tiny"
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")
     monkeypatch_module.setitem(sys.modules, "tensorrt", None)
-    res = CliRunner().invoke(cli, [tiny_checkpoint, "-o", str(out), "--fp16", "--trt", "--force"])
+    res = CliRunner().invoke(cli, [checkpoint, "-o", str(out), "--fp16", "--trt", "--force"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     return out, res.output
 
@@ -56,11 +71,12 @@ def export_dir(export_run) -> Path:
     return export_run[0]
 
 
-def test_cli_writes_graphs_and_manifest(export_run, tiny_model):
+def test_cli_writes_graphs_and_manifest(export_run, model):
     out, output = export_run
     m = load_manifest(out)  # checks every hash
-    assert set(m["graphs"]) == {"semantic", "appearance", "precompute", "query"}
-    assert m["opset"] == 18 and SAIRConfig.from_dict(m["config"]) == tiny_model.cfg
+    assert set(m["graphs"]) == {"semantic", "fill", "appearance", "precompute", "query"}
+    assert m["graphs"]["fill"]["files"]["fp16"] == m["graphs"]["fill"]["files"]["fp32"]
+    assert m["opset"] == 18 and SAIRConfig.from_dict(m["config"]) == model.cfg
     assert m["runtime"]["tile"] > 0 and m["runtime"]["chunk"] > 0 and m["runtime"]["block"] > 0
     assert {"torch", "onnx", "onnxruntime"} <= set(m["versions"])
     q = m["graphs"]["query"]
@@ -87,43 +103,46 @@ def test_graphs_are_opset18_without_gridsample(export_dir):
         assert "GridSample" not in ops, f.name
 
 
-def test_existing_output_needs_force(export_dir, tiny_checkpoint):
+def test_existing_output_needs_force(export_dir, checkpoint):
     before = (export_dir / "manifest.json").stat().st_mtime_ns
-    res = CliRunner().invoke(cli, [tiny_checkpoint, "-o", str(export_dir)])
+    res = CliRunner().invoke(cli, [checkpoint, "-o", str(export_dir)])
     assert res.exit_code == 2
     assert "already exists" in res.output and "--force" in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert (export_dir / "manifest.json").stat().st_mtime_ns == before
 
 
-def test_fp32_graphs_match_torch(export_dir, tiny_model):
+def test_fp32_graphs_match_torch(export_dir, model):
     backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
-    assert backend.name == "onnx-cpu" and backend.config == tiny_model.cfg
-    diffs = parity.graph_parity(tiny_model, backend, sizes=(1, 2))
-    assert len(diffs) == 8
+    assert backend.name == "onnx-cpu" and backend.config == model.cfg
+    diffs = parity.graph_parity(model, backend, sizes=(1, 2))
+    assert len(diffs) == 10
     for d in diffs:
         assert d.max_abs <= 1e-4, d.line()
 
 
-def test_fp32_graphs_at_edge_sizes(export_dir, tiny_model):
+def test_fp32_graphs_at_edge_sizes(export_dir, model):
     """Sizes the samples did not use: CLIP's native grid, 1x1 grids, one query, tiny tiles."""
     from sair_deploy.coords import make_coord
     from sair_deploy.model.graphs import build_graphs
+    from sair_export.onnx import air_channels, app_channels
 
     backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
-    graphs = build_graphs(tiny_model)
+    graphs = build_graphs(model)
     g = torch.Generator().manual_seed(5)
     rnd = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
-    cfg = tiny_model.cfg
+    cfg = model.cfg
     cases = [
         ("semantic", (rnd(1, 3, 224, 224), torch.ones(1, 1, 224, 224))),
         ("semantic", (rnd(1, 3, 16, 16), (rnd(1, 1, 16, 16) > 0.5).float())),
         ("appearance", (rnd(1, 3, 4, 4), torch.zeros(1, 1, 4, 4))),
         ("appearance", (rnd(1, 3, 8, 44), (rnd(1, 1, 8, 44) > 0.5).float())),
-        ("precompute", (rnd(1, cfg.app.out_channels, 3, 3), rnd(1, cfg.sir.hidden, 1, 1),
+        ("fill", (rnd(1, 3, 1, 1), torch.zeros(1, 1, 1, 1))),
+        ("fill", (rnd(1, 3, 77, 300), (rnd(1, 1, 77, 300) > 0.4).float())),
+        ("precompute", (rnd(1, app_channels(cfg), 3, 3), rnd(1, cfg.sir.hidden, 1, 1),
                         torch.from_numpy(make_coord((5, 7), (2, 3), (4, 5)))[None],
                         torch.tensor([[[2 / 5, 2 / 7]]]))),
-        ("query", (rnd(1, cfg.air.hidden, 1, 1), torch.tensor([1.0, 1.0, 0.0, 0.0]),
+        ("query", (rnd(1, air_channels(cfg), 1, 1), torch.tensor([1.0, 1.0, 0.0, 0.0]),
                    torch.tensor([[[0.1, -0.3]]]), torch.tensor([[[0.5, 0.5]]]))),
     ]
     for name, args in cases:
@@ -133,19 +152,19 @@ def test_fp32_graphs_at_edge_sizes(export_dir, tiny_model):
         assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4, (name, args[0].shape)
 
 
-def test_fp32_images_match_torch(export_dir, tiny_model):
+def test_fp32_images_match_torch(export_dir, model):
     backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
-    for d in parity.image_parity(tiny_model, backend):
+    for d in parity.image_parity(model, backend):
         assert d.ok and d.max_abs <= 1e-4, d.line()
         assert "(0% in" not in d.what, "every pixel clipped: the comparison says nothing"
 
 
-def test_fp16_images_within_tolerance(export_dir, tiny_model):
+def test_fp16_images_within_tolerance(export_dir, model):
     backend = OnnxBackend(export_dir, device="cpu", precision="fp16")
-    diffs = parity.image_parity(tiny_model, backend)
+    diffs = parity.image_parity(model, backend)
     for d in diffs:
         assert d.mean_abs <= 1e-2 and d.max_abs <= 5e-2, d.line()
-    for d in parity.graph_parity(tiny_model, backend, sizes=(1,)):
+    for d in parity.graph_parity(model, backend, sizes=(1,)):
         assert np.isfinite(d.max_abs) and d.max_abs < 0.05, d.line()
 
 
@@ -153,8 +172,8 @@ def test_fp16_graph_keeps_sensitive_ops_in_float32(export_dir):
     from onnx import TensorProto
 
     for name in ("semantic", "precompute", "query", "appearance"):
-        model = onnx.shape_inference.infer_shapes(onnx.load(str(export_dir / f"{name}.fp16.onnx")))
-        g = model.graph
+        proto = onnx.shape_inference.infer_shapes(onnx.load(str(export_dir / f"{name}.fp16.onnx")))
+        g = proto.graph
         types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
         types.update({i.name: i.data_type for i in g.initializer})
         for v in list(g.input) + list(g.output):
@@ -187,7 +206,7 @@ def test_manifest_hash_check_detects_a_modified_file(export_dir, tmp_path):
         OnnxBackend(tmp_path, device="cpu")
 
 
-def test_onnx_backend_runs_with_torch_unimportable(export_dir, tiny_model, tmp_path):
+def test_onnx_backend_runs_with_torch_unimportable(export_dir, model, tmp_path):
     """The ONNX Runtime path through the Inpainter with every torch import failing."""
     from sair_deploy.backends.torch_backend import TorchBackend
     from sair_deploy.inpainter import Inpainter
@@ -217,7 +236,7 @@ def test_onnx_backend_runs_with_torch_unimportable(export_dir, tiny_model, tmp_p
                          cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() in ("onnx-cpu", "onnx-cuda")
-    ref = Inpainter(TorchBackend(tiny_model), tile=16, block=8, chunk=50)
+    ref = Inpainter(TorchBackend(model), tile=16, block=8, chunk=50)
     ref.set_image(image, mask)
     expected = ref.inpaint(1.5)
     got = np.load(tmp_path / "out.npy")
@@ -225,7 +244,7 @@ def test_onnx_backend_runs_with_torch_unimportable(export_dir, tiny_model, tmp_p
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_models_past_2gb_keep_weights_in_one_external_file(export_dir, tmp_path, monkeypatch):
+def test_models_past_2gb_keep_weights_in_one_external_file(export_dir, model, tmp_path, monkeypatch):
     import onnxruntime as ort
 
     import sair_export.onnx as ox
@@ -238,14 +257,14 @@ def test_models_past_2gb_keep_weights_in_one_external_file(export_dir, tmp_path,
     weights = sum(len(i.raw_data) for i in proto.graph.initializer if len(i.raw_data) >= 1024)
     assert (tmp_path / "query.onnx.data").stat().st_size == weights
     assert sorted(p.name for p in tmp_path.iterdir()) == ["query.onnx", "query.onnx.data"]
-    feeds = {k: v.numpy() for k, v in ox.sample_inputs("query", make_model().cfg, 1).items()}
+    feeds = {k: v.numpy() for k, v in ox.sample_inputs("query", model.cfg, 1).items()}
     a = ort.InferenceSession(str(tmp_path / "query.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
     b = ort.InferenceSession(str(export_dir / "query.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
     assert np.array_equal(a[0], b[0])
 
 
 def test_model_without_semantic_branch_exports(tmp_path):
-    """The LIIF ablation's precompute graph takes ``app`` only."""
+    """The LIIF ablation's precompute graph takes ``app`` only (zero fill, no residual)."""
     import onnxruntime as ort
 
     from sair_deploy.model.graphs import build_graphs
@@ -262,6 +281,14 @@ def test_model_without_semantic_branch_exports(tmp_path):
         with torch.no_grad():
             ref = build_graphs(model)["precompute"](x).numpy()
         assert np.abs(sess.run(None, {"app": x.numpy()})[0] - ref).max() <= 1e-4
+    save_model(export_graph(modules["query"], "query", model.cfg), tmp_path / "q.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    for size in (1, 2):
+        feeds = sample_inputs("query", model.cfg, size=size)
+        with torch.no_grad():
+            ref = build_graphs(model)["query"](*feeds.values()).numpy()
+        got = sess.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4
 
 
 # ---- TensorRT: what can be checked without TensorRT ---------------------------------------
@@ -289,6 +316,11 @@ def test_trt_profiles_cover_the_runtime_sizes(tiny_model):
     from sair_deploy.inpainter import Inpainter
 
     assert Inpainter.__init__.__defaults__ is not None
+    pp = profiles(cfg.replace(fill="pushpull", residual=True), {**runtime, "max_image_side": 2048})
+    assert pp["fill"]["image"][2] == (1, 3, 2048, 2048) and pp["fill"]["mask"][0] == (1, 1, 1, 1)
+    assert pp["precompute"]["app"][2][1] == cfg.app.out_channels + 3  # base colours ride along
+    assert pp["query"]["air_pre"][2][1] == cfg.air.hidden + 3
+    assert "fill" not in p
     nosem = profiles(cfg.replace(use_semantic=False), runtime)
     assert "semantic" not in nosem and set(nosem["precompute"]) == {"app"}
 
@@ -398,7 +430,7 @@ def _fake_tensorrt(version: str = "10.13.0.35"):
     return trt
 
 
-def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypatch, tiny_model):
+def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypatch, model):
     """build_engines' use of the builder API, the manifest's trt section and the host check,
     with a stand-in for the tensorrt module (the real one needs a GPU)."""
     import sair_export.trt as trt_mod
@@ -413,7 +445,7 @@ def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypat
     m = load_manifest(out)
     runtime = {"tile": 64, "block": 16, "chunk": 1000, "margin": 2, "overlap": 36}
     sources = {n: g["files"]["fp16"][0] for n, g in m["graphs"].items()}
-    section = trt_mod.build_engines(out, tiny_model.cfg, sources, "fp16", runtime, workspace_mb=256,
+    section = trt_mod.build_engines(out, model.cfg, sources, "fp16", runtime, workspace_mb=256,
                                     log=lambda s: None)
     assert section["tensorrt_version"] == "10.13.0.35" and section["gpu"] == "Fake GPU"
     assert section["compute_capability"] == "9.0" and section["strongly_typed"]
@@ -422,9 +454,10 @@ def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypat
     assert profiled == {"sem_image", "sem_valid", "image", "mask", "app", "sem_pre", "centres",
                         "air_pre", "coord"}  # every dynamic input, none of the fixed ones
     assert ("profile", "coord", (1, 1, 2), (1, 1000, 2), (1, 1000, 2)) in fake.calls
-    assert (out / "trt" / "timing.cache").read_bytes() == b"++++"  # grown by each of the 4 builds
+    assert (out / "trt" / "timing.cache").read_bytes() == b"+++++"  # grown by each of the 5 builds
     assert (out / "trt" / "query.engine").read_bytes() == b"engine:air_pre,grid,coord,cell"
     assert section["engines"]["query"]["profile"]["coord"][2] == [1, 1000, 2]
+    assert section["engines"]["fill"]["source"] == "fill.onnx"  # the fill stays float32
     m["trt"] = section
     write_manifest(out, m)
     assert {"trt/query.engine", "trt/timing.cache"} <= set(load_manifest(out)["sha256"])
@@ -470,7 +503,7 @@ def test_cuda_copies_round_trip():
 
 
 @pytest.mark.gpu
-def test_onnx_runtime_cuda_matches_torch(export_dir, tiny_model):
+def test_onnx_runtime_cuda_matches_torch(export_dir, model):
     from sair_deploy.backends.onnx_backend import available_providers
 
     if "CUDAExecutionProvider" not in available_providers():
@@ -478,7 +511,7 @@ def test_onnx_runtime_cuda_matches_torch(export_dir, tiny_model):
     for precision, limits in (("fp32", (1e-4, None)), ("fp16", (parity.FP16_MAX, parity.FP16_MEAN))):
         backend = OnnxBackend(export_dir, device="cuda", precision=precision)
         assert backend.name == "onnx-cuda"
-        for d in parity.image_parity(tiny_model, backend, limits=limits):
+        for d in parity.image_parity(model, backend, limits=limits):
             assert d.ok, d.line()
 
 
@@ -493,7 +526,7 @@ def _have_trt_gpu() -> str | None:
 
 
 @pytest.mark.gpu
-def test_trt_engines_match_onnxruntime(tiny_checkpoint, tiny_model, tmp_path):
+def test_trt_engines_match_onnxruntime(checkpoint, model, tmp_path):
     reason = _have_trt_gpu()
     if reason:
         pytest.skip(f"TensorRT engines need TensorRT and a CUDA GPU: {reason}")
@@ -501,11 +534,11 @@ def test_trt_engines_match_onnxruntime(tiny_checkpoint, tiny_model, tmp_path):
     from sair_export.pipeline import export_checkpoint
 
     out = tmp_path / "trt"
-    m = export_checkpoint(tiny_checkpoint, out, fp16=True, trt=True,
+    m = export_checkpoint(checkpoint, out, fp16=True, trt=True,
                           runtime={"tile": 64, "block": 16, "chunk": 4096}, log=lambda s: None)
     assert m["trt"]["engines"] and m["trt"]["gpu"] and m["trt"]["compute_capability"]
     backend = TrtBackend(out)
-    for d in parity.image_parity(tiny_model, backend, tile=64, block=16, chunk=4096,
+    for d in parity.image_parity(model, backend, tile=64, block=16, chunk=4096,
                                  limits=(parity.FP16_MAX, parity.FP16_MEAN)):
         assert d.ok, d.line()
     pytest.importorskip("polygraphy", reason="polygraphy is not installed")

@@ -89,6 +89,9 @@ class OnnxBackend:
     def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray) -> np.ndarray:
         return self._run("semantic", sem_image, sem_valid)
 
+    def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run("fill", image, mask)
+
     def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run("appearance", image, mask)
 

@@ -180,6 +180,9 @@ class TrtBackend:
     def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray) -> np.ndarray:
         return self.engines["semantic"](sem_image=sem_image, sem_valid=sem_valid)
 
+    def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.engines["fill"](image=image, mask=mask)
+
     def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.engines["appearance"](image=image, mask=mask)
 
