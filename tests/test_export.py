@@ -113,7 +113,10 @@ def test_existing_output_needs_force(export_dir, checkpoint):
 
 
 def test_fp32_graphs_match_torch(export_dir, model):
+    from sair_deploy.backends.base import Backend
+
     backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
+    assert isinstance(backend, Backend)
     assert backend.name == "onnx-cpu" and backend.config == model.cfg
     diffs = parity.graph_parity(model, backend, sizes=(1, 2))
     assert len(diffs) == 10
