@@ -11,7 +11,6 @@ import copy
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +19,11 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
-from sair_deploy.model.checkpoint import atomic_write
+from sair_deploy.files import atomic_write, make_readable
 from sair_deploy.model.config import SAIRConfig
 from sair_deploy.model.graphs import build_graphs
 from sair_deploy.model.sair import SAIR
 
-from .manifest import make_readable
 
 OPSET = 18
 _PROTO_LIMIT = 2**31 - 2**20  # protobuf's 2 GB, with room for the graph itself
@@ -56,32 +54,6 @@ def graph_io(name: str, cfg: SAIRConfig) -> GraphIO:
     if name == "precompute" and not cfg.use_semantic:
         return GRAPH_IO["precompute_nosem"]
     return GRAPH_IO[name]
-
-
-@contextmanager
-def symbolic_grid_sizes():
-    """Keep the semantic grid's size symbolic while tracing.
-
-    :class:`~sair_deploy.model.fast.FastSAIR` hands ``sem_pre.shape`` to
-    :func:`sair_deploy.model.liif.grid_size`, which turns it into Python floats: ``torch.export``
-    would specialise them to the sample's size. While exporting, sizes that are symbolic become a
-    tensor built from the symbols instead (eager code, with plain ints, is unaffected).
-    """
-    from sair_deploy.model import liif
-
-    original = liif.grid_size
-
-    def grid_size(size, like: Tensor) -> Tensor:
-        if not isinstance(size, Tensor) and not all(type(s) is int for s in size):
-            one = like.new_ones(())
-            return torch.stack([one * s for s in size])
-        return original(size, like)
-
-    liif.grid_size = grid_size
-    try:
-        yield
-    finally:
-        liif.grid_size = original
 
 
 def app_channels(cfg: SAIRConfig) -> int:
@@ -185,7 +157,7 @@ def export_graph(module: nn.Module, name: str, cfg: SAIRConfig) -> onnx.ModelPro
     inputs = sample_inputs(name, cfg, size=0)
     args = tuple(inputs[k] for k in io.inputs)
     shapes = dynamic_shapes(name, cfg)
-    with torch.no_grad(), symbolic_grid_sizes():
+    with torch.no_grad():
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=OPSET, input_names=list(io.inputs),
             output_names=[io.output], dynamic_shapes={k: shapes[k] for k in io.inputs},
@@ -203,11 +175,7 @@ def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> list[str]:
     """
     path = Path(path)
     if proto.ByteSize() < _PROTO_LIMIT:
-        def write_one(tmp: str) -> None:
-            onnx.save_model(proto, tmp)
-            make_readable(tmp)
-
-        atomic_write(path, write_one)
+        atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
         return [path.name]
     data = path.name + ".data"
     proto = copy.deepcopy(proto)  # saving moves the weights out of the proto
@@ -218,7 +186,7 @@ def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> list[str]:
         onnx.save_model(proto, str(tmpdir / path.name), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=data, size_threshold=1024)
         for name in (data, path.name):
-            make_readable(tmpdir / name)
+            make_readable(tmpdir / name)  # mkdtemp's files are private
             os.replace(tmpdir / name, path.parent / name)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from sair_deploy.errors import InputError
 
-from . import manifest as mf
+from sair_deploy import manifest as mf
 from .onnx import OPSET, export_all, graph_io, save_model
 
 # --check's images: a photo-sized one at scale 1 and a smaller one at scale 2 (height, width, scale)

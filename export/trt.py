@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sair_deploy.backends.trt_backend import TrtUnavailable, check_engine_host, gpu_info  # noqa: F401
+from sair_deploy.files import atomic_write
 from sair_deploy.model.config import SAIRConfig
 
 Shape = tuple[int, ...]
@@ -24,10 +26,6 @@ Profile = dict[str, tuple[Shape, Shape, Shape]]  # input -> (min, opt, max)
 
 ENGINE_DIR = "trt"
 TIMING_CACHE = "trt/timing.cache"
-
-
-class TrtUnavailable(RuntimeError):
-    """TensorRT or a CUDA GPU is missing: engines cannot be built here."""
 
 
 def _round_up(x: int, m: int) -> int:
@@ -80,25 +78,6 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     return out
 
 
-def gpu_info(device: int = 0) -> dict[str, str]:
-    """``{"gpu": name, "compute_capability": "8.9"}`` of a CUDA device, via cuda-python."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError:
-            raise TrtUnavailable("cuda-python is not installed (pip install cuda-python)") from None
-    err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0 or count == 0:
-        raise TrtUnavailable("no CUDA GPU is visible")
-    err, prop = cudart.cudaGetDeviceProperties(device)
-    if int(err) != 0:
-        raise TrtUnavailable(f"cannot read the properties of CUDA device {device} ({err})")
-    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-    return {"gpu": name.rstrip("\x00").strip(), "compute_capability": f"{prop.major}.{prop.minor}"}
-
-
 def check_available() -> tuple[Any, dict[str, str]]:
     """The ``tensorrt`` module and the GPU's info, or :class:`TrtUnavailable` saying what is missing."""
     if importlib.util.find_spec("tensorrt") is None:
@@ -139,13 +118,6 @@ def build_engine(trt, onnx_path: Path, profile: Profile, workspace_mb: int,
     return bytes(engine), bytes(config.get_timing_cache().serialize())
 
 
-def _write(path: str, data: bytes) -> None:
-    from .manifest import make_readable
-
-    Path(path).write_bytes(data)
-    make_readable(path)
-
-
 def build_engines(export_dir: str | os.PathLike, cfg: SAIRConfig, onnx_files: dict[str, str],
                   precision: str, runtime: dict[str, int], workspace_mb: int = 4096,
                   log=print) -> dict[str, Any]:
@@ -153,8 +125,6 @@ def build_engines(export_dir: str | os.PathLike, cfg: SAIRConfig, onnx_files: di
 
     Raises :class:`TrtUnavailable` when TensorRT or a GPU is missing.
     """
-    from sair_deploy.model.checkpoint import atomic_write
-
     trt, gpu = check_available()
     export_dir = Path(export_dir)
     cache_path = export_dir / TIMING_CACHE
@@ -165,27 +135,10 @@ def build_engines(export_dir: str | os.PathLike, cfg: SAIRConfig, onnx_files: di
         log(f"building TensorRT engine for {name} ({precision})")
         blob, cache = build_engine(trt, export_dir / rel, profs[name], workspace_mb, cache, log)
         out = f"{ENGINE_DIR}/{name}.engine"
-        atomic_write(export_dir / out, lambda tmp, b=blob: _write(tmp, b))
+        atomic_write(export_dir / out, lambda tmp, b=blob: Path(tmp).write_bytes(b))
         engines[name] = {"file": out, "source": rel,
                          "profile": {k: [list(s) for s in v] for k, v in profs[name].items()}}
-    atomic_write(cache_path, lambda tmp: _write(tmp, cache))
+    atomic_write(cache_path, lambda tmp: Path(tmp).write_bytes(cache))
     return {"tensorrt_version": trt.__version__, **gpu, "precision": precision,
             "workspace_mb": workspace_mb, "strongly_typed": True, "timing_cache": TIMING_CACHE,
             "engines": engines}
-
-
-def check_engine_host(trt_section: dict[str, Any], trt_version: str, gpu: dict[str, str]) -> None:
-    """Refuse engines built with another TensorRT or on another GPU (TensorRT engines are not
-    portable). Raises :class:`sair_deploy.errors.ModelError` with a one-line message."""
-    from sair_deploy.errors import ModelError
-
-    built = trt_section.get("tensorrt_version")
-    if built != trt_version:
-        raise ModelError(f"the TensorRT engines were built with TensorRT {built}, this is {trt_version}; "
-                         f"rebuild them here with sair-export --trt --force")
-    for key in ("gpu", "compute_capability"):
-        if trt_section.get(key) != gpu.get(key):
-            raise ModelError(f"the TensorRT engines were built for {trt_section.get('gpu')} (compute "
-                             f"capability {trt_section.get('compute_capability')}), this GPU is "
-                             f"{gpu.get('gpu')} ({gpu.get('compute_capability')}); rebuild them here "
-                             f"with sair-export --trt --force")

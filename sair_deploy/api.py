@@ -34,11 +34,14 @@ def resolve_model(model: str | Path | None) -> Path:
                      "(train one with sair-train)")
 
 
-def load_backend(model: str | Path | None = None, backend: str = "auto", device: str = "cpu") -> Backend:
+def load_backend(model: str | Path | None = None, backend: str = "auto", device: str = "auto") -> Backend:
     """A backend for ``model`` (a checkpoint file or an export directory).
 
-    ``auto`` prefers TensorRT, then ONNX Runtime (CUDA, then CPU), then torch.
+    ``auto`` prefers TensorRT, then ONNX Runtime (CUDA, then CPU), then torch; ``device="auto"``
+    uses a CUDA GPU when the backend can reach one.
     """
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     path = resolve_model(model)
@@ -48,7 +51,7 @@ def load_backend(model: str | Path | None = None, backend: str = "auto", device:
         if backend == "torch":
             raise InputError(f"{path} is an export directory; the torch backend needs a .safetensors "
                              f"checkpoint (or use --backend onnx)")
-        if backend in ("trt", "auto") and (path / "trt").is_dir() and _has("tensorrt"):
+        if backend in ("trt", "auto") and device != "cpu" and (path / "trt").is_dir() and _has("tensorrt"):
             from .backends.trt_backend import TrtBackend
             return TrtBackend(path)
         if backend == "trt":
@@ -63,10 +66,20 @@ def load_backend(model: str | Path | None = None, backend: str = "auto", device:
         raise InputError("running a .safetensors checkpoint needs PyTorch: pip install "
                          "'sair-deploy[train]', or export the model to ONNX with sair-export")
     from .backends.torch_backend import TorchBackend
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return TorchBackend.from_checkpoint(path, device=device)
 
 
-def load_inpainter(model: str | Path | None = None, backend: str = "auto", device: str = "cpu",
+def load_inpainter(model: str | Path | None = None, backend: str = "auto", device: str = "auto",
                    **options) -> Inpainter:
-    """An :class:`Inpainter` ready for ``set_image`` (options go to :class:`Inpainter`)."""
-    return Inpainter(load_backend(model, backend, device), **options)
+    """An :class:`Inpainter` ready for ``set_image`` (options go to :class:`Inpainter`; those left
+    None take the sizes an export was built for, e.g. its TensorRT profiles, else the defaults)."""
+    be = load_backend(model, backend, device)
+    sizes = getattr(be, "runtime_sizes", None) or {}
+    options = {k: v for k, v in options.items() if v is not None}
+    for key in ("tile", "block", "chunk"):
+        if key in sizes and key not in options:
+            options[key] = sizes[key]
+    return Inpainter(be, **options)

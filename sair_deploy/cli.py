@@ -62,16 +62,17 @@ def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path | None]]:
               help="A .safetensors checkpoint or an export directory. Default: the bundled demo model.")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "trt"]), default="auto",
               show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--tile", type=int, default=512, show_default=True, help="AppEncoder tile size (pixels).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: a CUDA GPU when the backend can use one.")
+@click.option("--tile", type=int, default=None, help="AppEncoder tile size in pixels [512, or the export's].")
 @click.option("--overlap", type=int, default=None, help="Tile overlap; default: the encoder's receptive radius.")
-@click.option("--chunk", type=int, default=32768, show_default=True, help="Queries per graph call.")
+@click.option("--chunk", type=int, default=None, help="Queries per graph call [32768, or the export's].")
 @click.option("--reference", is_flag=True, help="Evaluate the literal paper formulation (slow; torch).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.version_option(__version__, prog_name="sair-inpaint")
 def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
-        device: str, tile: int, overlap: int | None, chunk: int, reference: bool, force: bool,
+        device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool, force: bool,
         quiet: bool) -> None:
     """Inpaint IMAGE where MASK is white (any value above half range is a hole).
 
@@ -81,9 +82,9 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
     try:
         if not (scale >= 1.0) or scale != scale or scale == float("inf"):
             raise InputError(f"--scale must be a number >= 1, got {scale}")
-        if tile <= 0 or tile % 4:
+        if tile is not None and (tile <= 0 or tile % 4):
             raise InputError(f"--tile must be a positive multiple of 4, got {tile}")
-        if chunk < 1:
+        if chunk is not None and chunk < 1:
             raise InputError(f"--chunk must be positive, got {chunk}")
         for p, what in ((image, "image"), (mask, "mask")):
             if not p.exists():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .files import atomic_write
 
 MIN_SIDE = 8
 MAX_SIDE = 16384
@@ -91,12 +91,4 @@ def save_image(path: str | os.PathLike, image: np.ndarray, force: bool = False) 
         raise InputError(f"output folder {path.parent} does not exist")
     data = (np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     fmt = Image.registered_extensions()[ext]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ext, dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(data, "RGB").save(tmp, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(data, "RGB").save(tmp, format=fmt))

@@ -24,7 +24,7 @@ from sair_deploy.errors import InputError, ModelError  # noqa: E402
 from sair_deploy.model.config import SAIRConfig  # noqa: E402
 from sair_export import parity  # noqa: E402
 from sair_export.cli import cli  # noqa: E402
-from sair_export.manifest import load_manifest  # noqa: E402
+from sair_deploy.manifest import load_manifest  # noqa: E402
 
 from conftest import make_model  # noqa: E402
 
@@ -226,7 +226,7 @@ def test_onnx_backend_runs_with_torch_unimportable(export_dir, model, tmp_path):
         sys.meta_path.insert(0, Block())
         import numpy as np
         from sair_deploy.api import load_inpainter
-        import sair_deploy.backends.trt_backend, sair_export.trt, sair_export.manifest  # torch-free too
+        import sair_deploy.backends.trt_backend, sair_deploy.manifest  # torch-free too
         inp = load_inpainter({str(export_dir)!r}, backend="onnx", tile=16, block=8, chunk=50)
         b = inp.backend
         inp.set_image(np.load({str(tmp_path / 'image.npy')!r}), np.load({str(tmp_path / 'mask.npy')!r}))
@@ -329,7 +329,7 @@ def test_trt_profiles_cover_the_runtime_sizes(tiny_model):
 
 
 def test_engines_from_another_host_are_refused():
-    from sair_export.trt import check_engine_host
+    from sair_deploy.backends.trt_backend import check_engine_host
 
     section = {"tensorrt_version": "10.13.0", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     check_engine_host(section, "10.13.0", {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
@@ -438,13 +438,16 @@ def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypat
     with a stand-in for the tensorrt module (the real one needs a GPU)."""
     import sair_export.trt as trt_mod
     from sair_deploy.backends.trt_backend import TrtBackend
-    from sair_export.manifest import write_manifest
+    from sair_deploy.manifest import write_manifest
 
     out = tmp_path / "exp"
     shutil.copytree(export_dir, out)
     fake = _fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trt_mod, "gpu_info", lambda device=0: {"gpu": "Fake GPU", "compute_capability": "9.0"})
+    import sair_deploy.backends.trt_backend as trt_backend
+    fake_gpu = lambda device=0: {"gpu": "Fake GPU", "compute_capability": "9.0"}  # noqa: E731
+    monkeypatch.setattr(trt_mod, "gpu_info", fake_gpu)
+    monkeypatch.setattr(trt_backend, "gpu_info", fake_gpu)
     m = load_manifest(out)
     runtime = {"tile": 64, "block": 16, "chunk": 1000, "margin": 2, "overlap": 36}
     sources = {n: g["files"]["fp16"][0] for n, g in m["graphs"].items()}
@@ -469,7 +472,7 @@ def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypat
     with pytest.raises(ModelError, match="built with TensorRT 10.13.0.35, this is 11.4.0.106"):
         TrtBackend(out)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trt_mod, "gpu_info", lambda device=0: {"gpu": "Other GPU", "compute_capability": "8.6"})
+    monkeypatch.setattr(trt_backend, "gpu_info", lambda device=0: {"gpu": "Other GPU", "compute_capability": "8.6"})
     with pytest.raises(ModelError, match="built for Fake GPU"):
         TrtBackend(out)
 
@@ -485,7 +488,7 @@ def test_trt_backend_without_tensorrt_or_engines(export_dir, monkeypatch):
 @pytest.mark.gpu
 def test_cuda_copies_round_trip():
     """The TensorRT backend's device buffers and copies (cuda-python; no TensorRT needed)."""
-    from sair_export.trt import TrtUnavailable, gpu_info
+    from sair_deploy.backends.trt_backend import TrtUnavailable, gpu_info
 
     try:
         info = gpu_info()

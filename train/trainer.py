@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from sair_deploy.coords import make_coord
 from sair_deploy.errors import ModelError
-from sair_deploy.model.checkpoint import atomic_write, save_checkpoint
+from sair_deploy.files import atomic_write
+from sair_deploy.model.checkpoint import save_checkpoint
 from sair_deploy.model.config import SAIRConfig, get_config
 from sair_deploy.model.fast import FastSAIR
 from sair_deploy.model.sair import SAIR, Features

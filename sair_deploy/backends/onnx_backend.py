@@ -36,7 +36,7 @@ class OnnxBackend:
                  threads: int = 0):
         import onnxruntime as ort
 
-        from sair_export.manifest import file_set, graph_files, load_manifest
+        from ..manifest import file_set, graph_files, load_manifest
 
         if device not in ("auto", "cpu", "cuda"):
             raise InputError(f"unknown device {device!r} for the ONNX backend (auto, cpu or cuda)")

@@ -9,11 +9,50 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, ModelError
 from ..model.config import SAIRConfig
+
+
+class TrtUnavailable(RuntimeError):
+    """TensorRT or a CUDA GPU is missing: engines cannot be built here."""
+
+
+def gpu_info(device: int = 0) -> dict[str, str]:
+    """``{"gpu": name, "compute_capability": "8.9"}`` of a CUDA device, via cuda-python."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python < 12.6
+        except ImportError:
+            raise TrtUnavailable("cuda-python is not installed (pip install cuda-python)") from None
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        raise TrtUnavailable("no CUDA GPU is visible")
+    err, prop = cudart.cudaGetDeviceProperties(device)
+    if int(err) != 0:
+        raise TrtUnavailable(f"cannot read the properties of CUDA device {device} ({err})")
+    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+    return {"gpu": name.rstrip("\x00").strip(), "compute_capability": f"{prop.major}.{prop.minor}"}
+
+
+def check_engine_host(trt_section: dict[str, Any], trt_version: str, gpu: dict[str, str]) -> None:
+    """Refuse engines built with another TensorRT or on another GPU (TensorRT engines are not
+    portable). Raises :class:`sair_deploy.errors.ModelError` with a one-line message."""
+    built = trt_section.get("tensorrt_version")
+    if built != trt_version:
+        raise ModelError(f"the TensorRT engines were built with TensorRT {built}, this is {trt_version}; "
+                         f"rebuild them here with sair-export --trt --force")
+    for key in ("gpu", "compute_capability"):
+        if trt_section.get(key) != gpu.get(key):
+            raise ModelError(f"the TensorRT engines were built for {trt_section.get('gpu')} (compute "
+                             f"capability {trt_section.get('compute_capability')}), this GPU is "
+                             f"{gpu.get('gpu')} ({gpu.get('compute_capability')}); rebuild them here "
+                             f"with sair-export --trt --force")
 
 
 def _cudart():
@@ -156,8 +195,7 @@ class TrtBackend:
         except ImportError:
             raise InputError("--backend trt needs TensorRT (pip install 'sair-deploy[gpu]' on a "
                              "CUDA host)") from None
-        from sair_export.manifest import load_manifest
-        from sair_export.trt import check_engine_host, gpu_info
+        from ..manifest import load_manifest
 
         self.export_dir = Path(export_dir)
         manifest = load_manifest(self.export_dir, check=set())

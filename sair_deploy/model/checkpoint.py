@@ -9,35 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
+from ..files import atomic_write
 from ..version import __version__
 from .config import SAIRConfig
 from .sair import SAIR
 
 FORMAT = "sair-deploy-checkpoint"
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path`` (same filesystem)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(model: SAIR, path: str | os.PathLike, extra: dict[str, str] | None = None) -> None:

@@ -34,7 +34,12 @@ def grid_size(size: Sequence[int] | Tensor, like: Tensor) -> Tensor:
     """``(h, w)`` as a float tensor on ``like``'s device (accepts ints or a tensor)."""
     if isinstance(size, Tensor):
         return size.to(device=like.device, dtype=like.dtype)
-    return torch.tensor([float(size[0]), float(size[1])], device=like.device, dtype=like.dtype)
+    if all(type(s) is int for s in size):
+        return torch.tensor([float(size[0]), float(size[1])], device=like.device, dtype=like.dtype)
+    # symbolic sizes (torch.export tracing a dynamic shape): build the tensor from the symbols so
+    # the exported graph reads the size at run time instead of baking in the sample's
+    one = like.new_ones(())
+    return torch.stack([one * s for s in size])
 
 
 def local_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> Neighbours:

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sair_deploy.errors import ModelError
+from .errors import ModelError
+from .files import atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT = "sair-export"
@@ -30,13 +31,6 @@ def sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def make_readable(path: str | os.PathLike) -> None:
-    """Give a temp file (created 0600) the permissions a normal new file would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def package_versions(names: tuple[str, ...] = ("sair-deploy", "torch", "onnx", "onnxscript",
@@ -57,7 +51,7 @@ def runtime_sizes() -> dict[str, int]:
     """The runtime's default tile, block and chunk sizes (TensorRT profiles are built for them)."""
     import inspect
 
-    from sair_deploy import inpainter
+    from . import inpainter
 
     params = inspect.signature(inpainter.Inpainter.__init__).parameters
     return {"tile": int(params["tile"].default), "block": int(params["block"].default),
@@ -77,8 +71,6 @@ def value_info(vi) -> dict[str, Any]:
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """Hash every file the manifest lists under ``files`` and write ``manifest.json`` atomically."""
-    from sair_deploy.model.checkpoint import atomic_write  # torch: export side only
-
     out_dir = Path(out_dir)
     manifest = dict(manifest)
     manifest["format"] = FORMAT
@@ -87,11 +79,7 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path
     path = out_dir / MANIFEST
     text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-        make_readable(tmp)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
