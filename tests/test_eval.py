@@ -88,6 +88,7 @@ def test_eval_table_has_every_bucket(tmp_path, tiny_checkpoint):
     assert (out / "results.md").read_text().count("|---|") == 1
     pngs = sorted((out / "examples").glob("*.png"))
     assert len(pngs) == 2 and Image.open(pngs[0]).size == (32 * 6, 32)
+    assert len({p.name.split("_")[1] for p in pngs}) >= 2  # more than one bucket shown
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

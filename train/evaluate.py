@@ -171,7 +171,8 @@ def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, se
     lp = Lpips()
     scores = {m: {b: [] for b in BUCKETS} for m in methods}
     seconds = {m: 0.0 for m in methods}
-    shown = 0
+    shown = {b: 0 for b in BUCKETS}
+    quota = -(-examples // len(BUCKETS))  # ceil
     images = [(f, load_square(f, size)) for f in files]
     jobs = [(b, i, f, img) for b in BUCKETS for i, (f, img) in enumerate(images)]
     for bucket, i, f, gt in tqdm(jobs, desc="eval", disable=not progress, mininterval=2.0):
@@ -189,12 +190,14 @@ def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, se
                 rec["lpips"] = lp(out, gt_u8)
             scores[name][bucket].append(rec)
             row.append(out)
-        if examples_dir is not None and shown < examples and i % len(BUCKETS) == \
-                list(BUCKETS).index(bucket):
+        # examples spread over the buckets, a different image in each
+        if examples_dir is not None and shown[bucket] < quota and \
+                sum(shown.values()) < examples and (i + list(BUCKETS).index(bucket)) % 2 == 0:
             examples_dir.mkdir(parents=True, exist_ok=True)
+            n = sum(shown.values())
             Image.fromarray(np.concatenate(row + [gt_u8], axis=1)).save(
-                examples_dir / f"{shown:03d}_{bucket.replace('%', '')}_{f.stem}.png")
-            shown += 1
+                examples_dir / f"{n:03d}_{bucket.replace('%', '')}_{f.stem}.png")
+            shown[bucket] += 1
     table = {}
     for name, per_bucket in scores.items():
         table[name] = {}
