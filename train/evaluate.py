@@ -30,49 +30,14 @@ Inpaint = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (HxWx3 float [0,1], 
 
 # ---- methods ---------------------------------------------------------------------------------
 def checkpoint_inpainter(path: str, device: str = "cpu") -> Inpaint:
-    """A function that inpaints with a checkpoint: the runtime API when it exists, otherwise the
-    model's fast path queried at the hole pixels (both give the scale-1 output)."""
-    try:
-        from sair_deploy.api import load_inpainter
-    except ImportError:
-        load_inpainter = None
-    if load_inpainter is not None:
-        inpainter = load_inpainter(path, backend="torch", device=device)
+    """A function that inpaints with a checkpoint through the runtime users run (scale 1)."""
+    from sair_deploy.api import load_inpainter
 
-        def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            inpainter.set_image(img, mask)
-            return inpainter.inpaint(1.0)
+    inpainter = load_inpainter(path, backend="torch", device=device)
 
-        return run
-    return _direct_inpainter(path, device)
-
-
-def _direct_inpainter(path: str, device: str) -> Inpaint:
-    import torch
-
-    from sair_deploy.coords import make_coord
-    from sair_deploy.model.checkpoint import load_checkpoint
-    from sair_deploy.model.fast import FastSAIR
-    from sair_deploy.preprocess import semantic_input
-
-    model = load_checkpoint(path, device)
-    fast = FastSAIR(model)
-
-    @torch.no_grad()
     def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        h, w = mask.shape
-        m = mask.astype(np.float32)
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None].to(device)  # noqa: E731
-        sem = semantic_input(img, m, model.cfg.semantic.max_side)
-        feats = model.encode(t(img.transpose(2, 0, 1)), t(m[None]), t(sem[0]), t(sem[1]))
-        holes = np.flatnonzero(mask.reshape(-1))
-        out = img.copy()
-        if holes.size:
-            coord = t(make_coord((h, w))[holes])
-            cell = torch.tensor([[[2.0 / h, 2.0 / w]]], device=device)
-            rgb = fast.query_dense(feats, coord, cell)[0].clamp(0, 1).cpu().numpy()
-            out.reshape(-1, 3)[holes] = rgb
-        return out
+        inpainter.set_image(img, mask)
+        return inpainter.inpaint(1.0)
 
     return run
 
