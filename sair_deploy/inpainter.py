@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backends.base import Backend
-from .coords import cell_for, make_coord, output_shape, output_span
+from .coords import cell_for, centres_1d, make_coord, output_shape, output_span
 from .errors import InputError
 from .preprocess import semantic_input
 from .tiling import blend_weight, pad_to_multiple, plan_blocks, plan_tiles
@@ -133,30 +133,49 @@ class Inpainter:
         return pre
 
     def _plan_queries(self, out_h: int, out_w: int, holes_only: bool):
-        """Per block: the region to precompute, output indices and their coordinates."""
+        """Per block: the region to precompute, the output pixels it answers and their
+        coordinates. The pixels are ``(rows, cols)`` index arrays (hole pixels at scale 1) or
+        a rectangle ``(slice, slice)`` of the output."""
         h, w = self.height, self.width
         same = holes_only and (out_h, out_w) == (h, w)
-        ys_all = (-1.0 + (2.0 * np.arange(out_h) + 1.0) / out_h).astype(np.float32)
-        xs_all = (-1.0 + (2.0 * np.arange(out_w) + 1.0) / out_w).astype(np.float32)
+        ys_all = centres_1d(out_h)
+        xs_all = centres_1d(out_w)
         for r0, r1, c0, c1 in plan_blocks(h, w, self.block):
             oy0, oy1 = output_span(h, out_h, r0, r1)
             ox0, ox1 = output_span(w, out_w, c0, c1)
             if oy0 >= oy1 or ox0 >= ox1:
                 continue
-            if same:
+            if same:  # only the hole pixels, and only the input around them is read
                 yy, xx = np.nonzero(self.mask[oy0:oy1, ox0:ox1])
                 if yy.size == 0:
                     continue
                 yy, xx = yy + oy0, xx + ox0
-            else:
-                yy, xx = np.meshgrid(np.arange(oy0, oy1), np.arange(ox0, ox1), indexing="ij")
-                yy, xx = yy.ravel(), xx.ravel()
-            if same:  # only the pixels around this block's holes are read
                 r0, r1, c0, c1 = yy.min(), yy.max() + 1, xx.min(), xx.max() + 1
+                coord = np.stack([ys_all[yy], xs_all[xx]], axis=-1)
+                pixels = (yy, xx)
+            else:
+                coord = np.stack(np.meshgrid(ys_all[oy0:oy1], xs_all[ox0:ox1], indexing="ij"),
+                                 axis=-1).reshape(-1, 2)
+                pixels = (slice(oy0, oy1), slice(ox0, ox1))
             region = (max(r0 - _MARGIN, 0), min(r1 + _MARGIN, h), max(c0 - _MARGIN, 0), min(c1 + _MARGIN, w))
             region = tuple(int(v) for v in region)
-            coord = np.stack([ys_all[yy], xs_all[xx]], axis=-1)
-            yield region, yy, xx, coord
+            yield region, pixels, coord
+
+    @staticmethod
+    def _put(out: np.ndarray, pixels, rgb: np.ndarray) -> None:
+        """Write a block's answers where :meth:`_plan_queries` said they go."""
+        rows, cols = pixels
+        if isinstance(rows, slice):
+            out[rows, cols] = rgb.reshape(rows.stop - rows.start, cols.stop - cols.start, 3)
+        else:
+            out[rows, cols] = rgb
+
+    def _query_block(self, run, coord: np.ndarray) -> np.ndarray:
+        """All of a block's answers, ``chunk`` queries per graph call."""
+        if len(coord) <= self.chunk:
+            return run(coord[None])[0]
+        return np.concatenate([run(coord[None, s:s + self.chunk])[0]
+                               for s in range(0, len(coord), self.chunk)])
 
     def inpaint(self, scale: float = 1.0) -> np.ndarray:
         """The image with its holes filled, ``round(S*H) x round(S*W) x 3`` float32 in [0, 1].
@@ -180,21 +199,20 @@ class Inpainter:
             return out
         if same:  # appearance features are needed around the holes only
             needed = np.zeros((self.height, self.width), dtype=bool)
-            for (r0, r1, c0, c1), *_ in self._plan_queries(out_h, out_w, True):
+            for (r0, r1, c0, c1), _, _ in self._plan_queries(out_h, out_w, True):
                 needed[max(r0 - 1, 0):r1 + 1, max(c0 - 1, 0):c1 + 1] = True
         else:
             needed = np.ones((self.height, self.width), dtype=bool)
         self._ensure_appearance(needed)
         n_blocks = len(plan_blocks(self.height, self.width, self.block))
         plan = self._plan_queries(out_h, out_w, True)  # lazy: coordinates are made block by block
-        for region, yy, xx, coord in tqdm(plan, desc=f"inpaint x{scale:g}", total=n_blocks,
+        for region, pixels, coord in tqdm(plan, desc=f"inpaint x{scale:g}", total=n_blocks,
                                           disable=not self.progress, unit="block"):
             pre = self._block_pre(region)
             grid = np.array([self.height, self.width, region[0], region[2]], dtype=np.float32)
-            for s in range(0, len(coord), self.chunk):
-                rgb = self.backend.query(pre, grid, coord[None, s:s + self.chunk], cell)[0]
-                out[yy[s:s + self.chunk], xx[s:s + self.chunk]] = rgb
-        return np.clip(out, 0.0, 1.0)
+            rgb = self._query_block(lambda c: self.backend.query(pre, grid, c, cell), coord)
+            self._put(out, pixels, rgb)
+        return np.clip(out, 0.0, 1.0, out=out)
 
     def _inpaint_reference(self, out: np.ndarray, plan, cell: np.ndarray) -> np.ndarray:
         if self._ref_feats is None:
@@ -204,8 +222,7 @@ class Inpainter:
                 raise InputError("the reference path needs an image whose sides are multiples of 4")
             sem = self._sem_inputs or (None, None)
             self._ref_feats = self.backend.reference_features(img[None], msk[None], *sem)
-        for _, yy, xx, coord in plan:
-            for s in range(0, len(coord), self.chunk):
-                rgb = self.backend.reference_query(self._ref_feats, coord[None, s:s + self.chunk], cell)[0]
-                out[yy[s:s + self.chunk], xx[s:s + self.chunk]] = rgb
-        return np.clip(out, 0.0, 1.0)
+        for _, pixels, coord in plan:
+            rgb = self._query_block(lambda c: self.backend.reference_query(self._ref_feats, c, cell), coord)
+            self._put(out, pixels, rgb)
+        return np.clip(out, 0.0, 1.0, out=out)

@@ -41,6 +41,19 @@ def test_no_semantic_model_runs_the_same_paths():
     assert np.abs(ref - fast).max() <= 1e-5
 
 
+@pytest.mark.parametrize("piece", [None, 7, 1024])
+def test_cpu_pieces_and_chunks_do_not_change_the_result(tiny_model, piece):
+    # the CPU backends answer a call in cache-sized pieces; the runtime calls in chunks
+    image, mask = random_case(40, 44, seed=5)
+    one = TorchBackend(tiny_model)
+    one.query_piece = None
+    split = TorchBackend(tiny_model)
+    split.query_piece = piece
+    ref = _run(one, image, mask, 1.6, chunk=10**6)
+    out = _run(split, image, mask, 1.6, chunk=29)
+    assert np.abs(ref - out).max() <= 1e-6
+
+
 def test_known_pixels_unchanged_at_scale_1(backend):
     image, mask = random_case(41, 53)
     out = _run(backend, image, mask, 1.0)

@@ -40,6 +40,11 @@ from .trainer import STAGES, TrainArgs
 @click.option("--lr-step", default=100, help="Epochs between learning-rate halvings.")
 @click.option("--lr-gamma", default=0.5)
 @click.option("--sem-weight", default=1.0, help="Weight of the semantic L1 loss (0 = off).")
+@click.option("--ssim-weight", default=0.0,
+              help="Weight of an SSIM loss on a dense patch over a hole (0 = off).")
+@click.option("--patch", default=32, help="Side of the SSIM patch in full-res pixels.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Fine-tune: start from this checkpoint (its config and weights).")
 @click.option("--stage", type=click.Choice(STAGES), default="joint")
 @click.option("--sir-epochs", default=50, help="Epochs of the SIR stage in sir-then-air.")
 @click.option("--seed", default=0)

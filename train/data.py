@@ -93,6 +93,7 @@ class SampleSpec:
     color_jitter: float = 0.0  # brightness/contrast/saturation/per-channel gain drawn in [1-j, 1+j]
     sem_max_side: int = 224
     semantic_target: bool = False  # also return the encoder input of the unmasked image
+    patch: int = 0  # side of a dense window of full-res pixels over a hole (for the SSIM loss)
 
 
 class InpaintingDataset(Dataset):
@@ -147,7 +148,31 @@ class InpaintingDataset(Dataset):
         sample.update(coord=torch.from_numpy(coord), gt=torch.from_numpy(rgb),
                       cell=torch.tensor([2.0 / crop, 2.0 / crop]),
                       skipped=torch.tensor(skipped))
+        if s.patch:
+            sample.update(self._patch(gtf, mask, rng))
         return sample
+
+    def _patch(self, gt: np.ndarray, mask: np.ndarray,
+               rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A ``patch x patch`` window of full-res pixel centres around a random hole pixel: its
+        coordinates, colours and hole mask, so a loss can see local structure (SSIM)."""
+        crop, t, p = gt.shape[0], mask.shape[0], min(self.spec.patch, gt.shape[0])
+        rows_in = (np.arange(crop) * t) // crop
+        hole_full = mask[rows_in][:, rows_in] > 0.5
+        ys, xs = np.nonzero(hole_full)
+        if ys.size:
+            k = int(rng.integers(0, ys.size))
+            cy, cx = int(ys[k]), int(xs[k])
+        else:
+            cy, cx = int(rng.integers(0, crop)), int(rng.integers(0, crop))
+        y0 = int(np.clip(cy - p // 2, 0, crop - p))
+        x0 = int(np.clip(cx - p // 2, 0, crop - p))
+        coord = make_coord((crop, crop), rows=(y0, y0 + p), cols=(x0, x0 + p))
+        return {"patch_coord": torch.from_numpy(coord),
+                "patch_gt": torch.from_numpy(np.ascontiguousarray(
+                    gt[y0:y0 + p, x0:x0 + p].reshape(-1, 3))),
+                "patch_mask": torch.from_numpy(np.ascontiguousarray(
+                    hole_full[y0:y0 + p, x0:x0 + p].reshape(-1, 1).astype(np.float32)))}
 
     def _crop(self, img: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
         """A ``crop x crop`` window at a random zoom (multi-scale crops from every source)."""

@@ -72,6 +72,9 @@ class TrainArgs:
     lr_step: int = 100  # epochs between halvings
     lr_gamma: float = 0.5
     sem_weight: float = 1.0
+    ssim_weight: float = 0.0  # weight of (1 - SSIM) on a dense patch over a hole (0 = off)
+    patch: int = 32  # side of that patch, in full-res pixels
+    init: str | None = None  # start from this checkpoint's weights and config (fine-tuning)
     stage: str = "joint"
     sir_epochs: int = 50  # first stage of sir-then-air
     seed: int = 0
@@ -110,7 +113,14 @@ def _distributed() -> bool:
 
 # ---- model -----------------------------------------------------------------------------------
 def build_model(args: TrainArgs) -> SAIR:
-    """The configured model; CLIP's pretrained weights loaded when the config names them."""
+    """The configured model; CLIP's pretrained weights loaded when the config names them.
+
+    With ``args.init`` the model is that checkpoint's (its config and weights): fine-tuning.
+    """
+    if args.init:
+        from sair_deploy.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(args.init).float()
     cfg: SAIRConfig = get_config(args.config)
     if args.no_semantic:
         cfg = cfg.replace(use_semantic=False)
@@ -154,9 +164,10 @@ def set_trainable(model: SAIR, args: TrainArgs, stage: str) -> None:
 class TrainStep(nn.Module):
     """The losses of one batch as a module, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: SAIR, sem_weight: float, stage: str):
+    def __init__(self, model: SAIR, sem_weight: float, stage: str, ssim_weight: float = 0.0):
         super().__init__()
         self.model, self.sem_weight, self.stage = model, sem_weight, stage
+        self.ssim_weight = ssim_weight
         self.fast = FastSAIR(model)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -171,9 +182,15 @@ class TrainStep(nn.Module):
                              batch.get("sem_valid"))
             pred = self.fast.query_sparse(feats, batch["coord"], batch["cell"].unsqueeze(1))
             losses["rgb"] = F.l1_loss(pred, batch["gt"])
+            if self.ssim_weight > 0 and "patch_coord" in batch:
+                patch = self.fast.query_sparse(feats, batch["patch_coord"],
+                                               batch["cell"].unsqueeze(1))
+                losses["ssim"] = 1 - patch_ssim(patch, batch["patch_gt"], batch["patch_mask"])
         if use_sem and self.stage != "air" and (self.sem_weight > 0 or self.stage == "sir"):
             losses["sem"] = self.semantic_loss(feats, batch["sem_full"])
         total = losses.get("rgb", 0.0)
+        if "ssim" in losses:
+            total = total + self.ssim_weight * losses["ssim"]
         if "sem" in losses:
             total = total + (1.0 if self.stage == "sir" else self.sem_weight) * losses["sem"]
         losses["loss"] = total
@@ -190,6 +207,24 @@ class TrainStep(nn.Module):
         cell = torch.tensor([[[2.0 / h, 2.0 / w]]], dtype=target.dtype, device=target.device)
         pred = m.semantic_at(feats, centres, cell)
         return F.l1_loss(pred, target.flatten(2).transpose(1, 2))
+
+
+def patch_ssim(pred: Tensor, gt: Tensor, hole: Tensor, win: int = 7) -> Tensor:
+    """Mean SSIM of square patches ``(B, P*P, 3)`` after compositing (known pixels are ground
+    truth, as in the evaluation), with scikit-image's 7x7 uniform window and constants."""
+    b, n, c = pred.shape
+    p = int(round(math.sqrt(n)))
+    out = (pred * hole + gt * (1 - hole)).transpose(1, 2).reshape(b, c, p, p)
+    ref = gt.transpose(1, 2).reshape(b, c, p, p)
+    mean = lambda x: F.avg_pool2d(x, win, stride=1)  # noqa: E731
+    norm = win * win / (win * win - 1)  # sample covariance, as scikit-image
+    mx, my = mean(out), mean(ref)
+    vx = (mean(out * out) - mx * mx) * norm
+    vy = (mean(ref * ref) - my * my) * norm
+    vxy = (mean(out * ref) - mx * my) * norm
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.mean()
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -317,7 +352,9 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     sem_target = model.cfg.use_semantic and (args.sem_weight > 0 or args.stage != "joint")
     spec = SampleSpec(size=args.size, queries=args.queries, scale_max=args.scale_max,
                       scale_prob=args.scale_prob, hole_fraction=args.hole_fraction,
-                      color_jitter=args.color_jitter, sem_max_side=model.cfg.semantic.max_side, semantic_target=sem_target)
+                      color_jitter=args.color_jitter, sem_max_side=model.cfg.semantic.max_side,
+                      semantic_target=sem_target,
+                      patch=args.patch if args.ssim_weight > 0 else 0)
     masks = MaskFolder(args.masks) if args.masks else None
     train_set = InpaintingDataset(train_files, spec, args.seed, args.repeat, masks)
     val_set = ValidationDataset(val_files, spec, args.seed) if val_files else None
@@ -369,7 +406,7 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     while epoch < args.epochs and not stop:
         stage = stage_at(args, epoch)
         set_trainable(model, args, stage)
-        step_mod: nn.Module = TrainStep(model, args.sem_weight, stage)
+        step_mod: nn.Module = TrainStep(model, args.sem_weight, stage, args.ssim_weight)
         if world > 1:
             step_mod = nn.parallel.DistributedDataParallel(
                 step_mod, device_ids=[device.index] if device.type == "cuda" else None)

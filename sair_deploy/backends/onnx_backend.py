@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..model.config import SAIRConfig
+from .base import CPU_QUERY_CHUNK, query_in_pieces
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
@@ -78,6 +79,7 @@ class OnnxBackend:
                 raise InputError("ONNX Runtime could not start its CUDA provider (see its log); "
                                  "check the CUDA/cuDNN install or use --device cpu")
             self.name = "onnx-cpu"  # onnxruntime-gpu without a usable GPU falls back to the CPU
+        self.query_piece = CPU_QUERY_CHUNK if self.name == "onnx-cpu" else None
 
     def _run(self, name: str, *arrays: np.ndarray | None) -> np.ndarray:
         names = self._inputs[name]
@@ -103,4 +105,5 @@ class OnnxBackend:
 
     def query(self, air_pre: np.ndarray, grid: np.ndarray, coord: np.ndarray,
               cell: np.ndarray) -> np.ndarray:
-        return self._run("query", air_pre, grid, coord, cell)
+        run = lambda *a: self._run("query", *a)  # noqa: E731
+        return query_in_pieces(run, air_pre, grid, coord, cell, self.query_piece)

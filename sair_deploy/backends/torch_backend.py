@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.config import SAIRConfig
+from .base import CPU_QUERY_CHUNK, query_in_pieces
 
 
 class TorchBackend:
@@ -35,6 +36,8 @@ class TorchBackend:
         self.fp16 = fp16
         if fp16:
             self.name += "-fp16"
+        # a GPU wants big calls; a CPU core wants the MLP's activations to fit its cache
+        self.query_piece = CPU_QUERY_CHUNK if self.device.type == "cpu" else None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "TorchBackend":
@@ -66,7 +69,8 @@ class TorchBackend:
         return self._run("precompute", app, sem_pre, centres, pixel_cell, keep=True)
 
     def query(self, air_pre, grid, coord, cell) -> np.ndarray:
-        return self._run("query", air_pre, grid, coord, cell)
+        run = lambda *a: self._run("query", *a)  # noqa: E731
+        return query_in_pieces(run, air_pre, grid, coord, cell, self.query_piece)
 
     # ---- the literal path of the paper --------------------------------------------------
     def reference_features(self, image, mask, sem_image=None, sem_valid=None):
