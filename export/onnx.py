@@ -164,6 +164,11 @@ def export_graph(module: nn.Module, name: str, cfg: SAIRConfig) -> onnx.ModelPro
             external_data=False, verbose=False, optimize=True,
         )
     proto = program.model_proto
+    # The exporter annotates intermediate values with the shapes torch.export derived from the
+    # sample; through ceil-mode pyramids (the fill) those formulas are only right for the sample,
+    # and ONNX Runtime plans its buffers by them. The ops themselves compute shapes at run time,
+    # so the annotations are dropped and every runtime infers its own.
+    del proto.graph.value_info[:]
     proto.producer_name = "sair-export"
     return proto
 

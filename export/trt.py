@@ -64,7 +64,7 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
         "query": {"air_pre": ((1, hid_air, 1, 1), (1, hid_air, blk, blk), (1, hid_air, blk, blk)),
                   "coord": ((1, 1, 2), (1, q, 2), (1, q, 2))},
     }
-    if cfg.fill == "pushpull":
+    if cfg.fill != "zero":
         m = runtime.get("max_image_side", 4096)
         o = min(1024, m)
         out["fill"] = {"image": ((1, 3, 1, 1), (1, 3, o, o), (1, 3, m, m)),

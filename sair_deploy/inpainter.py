@@ -71,7 +71,7 @@ class Inpainter:
             if not self.reference:
                 self.sem_pre = self.backend.semantic(*self._sem_inputs)
         self._app_image = self.image.transpose(2, 0, 1)
-        if self.config.fill == "pushpull":  # global, so once on the whole image, not per tile
+        if self.config.fill != "zero":  # global, so once on the whole image, not per tile
             self._app_image = self.backend.fill(self._app_image[None].copy(),
                                                 self.mask[None, None].astype(np.float32))[0]
         self.pixel_cell = np.array([[[2.0 / h, 2.0 / w]]], dtype=np.float32)

@@ -294,6 +294,28 @@ def test_model_without_semantic_branch_exports(tmp_path):
         assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4
 
 
+def test_onion_fill_graph_exports(tmp_path):
+    """The onion fill (pyramid + peel + relaxation loops unrolled) matches torch in ONNX Runtime,
+    at sizes that are not powers of two and from one pixel up."""
+    import onnxruntime as ort
+
+    from sair_deploy.model.graphs import build_graphs
+    from sair_export.onnx import export_graph, export_modules, save_model
+
+    model = make_model(use_semantic=False, fill="onion", residual=True)
+    modules = export_modules(model)
+    save_model(export_graph(modules["fill"], "fill", model.cfg), tmp_path / "f.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(2)
+    for h, w in ((1, 1), (77, 300), (128, 96)):
+        image, mask = torch.rand(1, 3, h, w, generator=g), (torch.rand(1, 1, h, w, generator=g) > 0.4).float()
+        mask[..., h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+        with torch.no_grad():
+            ref = build_graphs(model)["fill"](image, mask).numpy()
+        got = sess.run(None, {"image": image.numpy(), "mask": mask.numpy()})[0]
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4, (h, w)
+
+
 # ---- TensorRT: what can be checked without TensorRT ---------------------------------------
 
 def test_trt_profiles_cover_the_runtime_sizes(tiny_model):

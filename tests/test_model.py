@@ -152,9 +152,10 @@ def test_fast_path_with_a_different_cell_per_image():
                               atol=1e-5)
 
 
-@pytest.mark.parametrize("use_semantic", [True, False])
-def test_fill_and_residual_paths_agree(use_semantic):
-    model = make_model(use_semantic=use_semantic, fill="pushpull", residual=True)
+@pytest.mark.parametrize("use_semantic,fill", [(True, "pushpull"), (False, "pushpull"),
+                                               (False, "onion")])
+def test_fill_and_residual_paths_agree(use_semantic, fill):
+    model = make_model(use_semantic=use_semantic, fill=fill, residual=True)
     image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
     coord = torch.rand(2, 300, 2) * 2 - 1
     cell = torch.tensor([[[2 / 50, 2 / 61]]])
@@ -179,6 +180,26 @@ def test_push_pull_keeps_known_pixels_and_fills_from_neighbours():
     assert torch.equal(out.expand_as(image)[known.expand_as(image)], image[known.expand_as(image)])
     assert out[0, 0, 16, 13] > 0.7 and out[0, 0, 16, 26] < 0.3  # each side takes its neighbours' colour
     assert ((out >= 0) & (out <= 1)).all()
+
+
+def test_onion_fill_keeps_regions_apart_and_known_pixels():
+    from sair_deploy.model.fill import onion_fill, push_pull
+
+    image = torch.zeros(1, 3, 64, 80)
+    image[..., :40] = 1.0  # left half white, right half black
+    mask = torch.zeros(1, 1, 64, 80)
+    mask[..., 8:56, 16:64] = 1  # a big hole across the edge
+    out = onion_fill(image, mask)
+    known = (mask == 0).expand_as(image)
+    assert torch.equal(out[known], image[known])
+    assert ((out >= 0) & (out <= 1)).all() and torch.isfinite(out).all()
+    # each side keeps its own colour deep into the hole; push-pull blurs them together
+    assert out[0, 0, 32, 22] > 0.9 and out[0, 0, 32, 58] < 0.1
+    pp = push_pull(image, mask)
+    assert (out[0, 0, 32, 22] - out[0, 0, 32, 58]) > (pp[0, 0, 32, 22] - pp[0, 0, 32, 58])
+    # a hole with no known pixel at all comes out mid grey, not NaN
+    assert torch.allclose(onion_fill(image, torch.ones(1, 1, 64, 80)), torch.full_like(image, 0.5),
+                          atol=1e-3)
 
 
 def test_residual_needs_a_fill():

@@ -186,3 +186,50 @@ def test_resume_without_out_uses_the_runs_folder(tmp_path, monkeypatch):
                                    "--no-progress"])
     assert res.exit_code == 0, res.output
     assert load_state(tmp_path / "run")["step"] == 2 and not (tmp_path / "runs").exists()
+
+
+def test_patch_ssim_is_scikit_images():
+    from skimage.metrics import structural_similarity
+
+    from sair_train.trainer import patch_ssim
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((20, 20, 3))
+    pred = np.clip(gt + 0.2 * rng.standard_normal(gt.shape), 0, 1)
+    hole = np.zeros((20, 20, 1))
+    hole[5:15, 3:12] = 1
+    composited = pred * hole + gt * (1 - hole)
+    ref = structural_similarity(composited, gt, data_range=1, win_size=7, channel_axis=-1)
+    t = lambda a: torch.from_numpy(a.reshape(1, -1, a.shape[-1]))  # noqa: E731
+    assert abs(float(patch_ssim(t(pred), t(gt), t(hole))) - ref) < 1e-6
+
+
+def test_fine_tune_from_a_checkpoint_with_another_fill_and_an_ssim_loss(tmp_path):
+    from sair_deploy.model.checkpoint import load_checkpoint, read_config
+
+    for i in range(3):
+        _image(tmp_path / "d" / f"{i}.png", seed=i)
+    first = tmp_path / "first"
+    train(_args(tmp_path / "d", first, max_steps=2, no_semantic=True, fill="pushpull",
+                residual=True))
+    # the patch samples come along only when the SSIM loss is on
+    spec = SampleSpec(size=32, queries=16, patch=12)
+    s = InpaintingDataset(list_images([tmp_path / "d"]), spec)[0]
+    assert s["patch_coord"].shape == (144, 2) and s["patch_gt"].shape == (144, 3)
+    assert s["patch_mask"].shape == (144, 1) and s["patch_mask"].sum() > 0
+
+    res = CliRunner().invoke(cli, [str(tmp_path / "d"), "--init", str(first / "model.safetensors"),
+                                   "--fill", "onion", "--ssim-weight", "0.5", "--patch", "12",
+                                   "--size", "32", "--queries", "64", "--batch", "2",
+                                   "--max-steps", "3", "--log-every", "1", "--val-count", "0", "--no-progress",
+                                   "--device", "cpu", "-o", str(tmp_path / "ft")])
+    assert res.exit_code == 0, res.output
+    cfg = read_config(tmp_path / "ft" / "model.safetensors")
+    assert cfg.fill == "onion" and cfg.residual and not cfg.use_semantic
+    steps = [r for r in _log(tmp_path / "ft") if "ssim" in r]
+    assert steps and all(0 <= r["ssim"] <= 2 for r in steps)
+    # the fine-tune started from the first run's weights, not from scratch
+    a = load_checkpoint(first / "model.safetensors").state_dict()
+    b = build_model(_args(tmp_path / "d", tmp_path / "x", init=str(first / "model.safetensors"),
+                          fill="onion")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -45,6 +45,10 @@ from .trainer import STAGES, TrainArgs
 @click.option("--patch", default=32, help="Side of the SSIM patch in full-res pixels.")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Fine-tune: start from this checkpoint (its config and weights).")
+@click.option("--fill", type=click.Choice(["zero", "pushpull", "onion"]), default=None,
+              help="Classical fill the encoders see in the holes [the config's].")
+@click.option("--residual/--no-residual", default=None,
+              help="AIR predicts a residual over the fill [the config's].")
 @click.option("--stage", type=click.Choice(STAGES), default="joint")
 @click.option("--sir-epochs", default=50, help="Epochs of the SIR stage in sir-then-air.")
 @click.option("--seed", default=0)

@@ -75,6 +75,8 @@ class TrainArgs:
     ssim_weight: float = 0.0  # weight of (1 - SSIM) on a dense patch over a hole (0 = off)
     patch: int = 32  # side of that patch, in full-res pixels
     init: str | None = None  # start from this checkpoint's weights and config (fine-tuning)
+    fill: str | None = None  # the classical fill under the holes (None: the config's)
+    residual: bool | None = None  # AIR predicts a residual over the fill (None: the config's)
     stage: str = "joint"
     sir_epochs: int = 50  # first stage of sir-then-air
     seed: int = 0
@@ -120,17 +122,29 @@ def build_model(args: TrainArgs) -> SAIR:
     if args.init:
         from sair_deploy.model.checkpoint import load_checkpoint
 
-        return load_checkpoint(args.init).float()
+        start = load_checkpoint(args.init).float()
+        cfg = _override(start.cfg, args)
+        if cfg == start.cfg:
+            return start
+        model = SAIR(cfg)  # the fill has no weights: the same weights fit the new config
+        model.load_state_dict(start.state_dict())
+        return model
     cfg: SAIRConfig = get_config(args.config)
     if args.no_semantic:
         cfg = cfg.replace(use_semantic=False)
-    model = SAIR(cfg)
+    model = SAIR(_override(cfg, args))
     if cfg.use_semantic and (cfg.semantic.pretrained or args.clip_weights):
         from sair_deploy.model.semantic import load_pretrained_visual
 
         state = load_pretrained_visual(cfg.semantic, args.clip_weights, args.clip_cache)
         model.semantic.visual.load_state_dict(state)
     return model
+
+
+def _override(cfg: SAIRConfig, args: TrainArgs) -> SAIRConfig:
+    """The config with the fill options of the command line applied."""
+    changes = {k: getattr(args, k) for k in ("fill", "residual") if getattr(args, k) is not None}
+    return cfg.replace(**changes) if changes else cfg
 
 
 def _train_clip(args: TrainArgs, model: SAIR) -> bool:
@@ -396,7 +410,7 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     if rank == 0:
         log({"event": "start", "step": step, "epoch": epoch, "world": world,
              "train_images": len(train_files), "val_images": len(val_files),
-             "steps_per_epoch": spe, "args": args.to_dict()})
+             "steps_per_epoch": spe, "args": args.to_dict(), "model": model.cfg.to_dict()})
 
     t0 = time.time()
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf

@@ -27,7 +27,7 @@ class Backend(Protocol):
         (opaque: it only goes back into ``precompute``)."""
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Whole image ``(1,3,H,W)`` with holes push-pull filled (models with ``fill="pushpull"``)."""
+        """Whole image ``(1,3,H,W)`` with holes filled (models whose ``fill`` is not ``"zero"``)."""
 
     def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``(1,3,H,W)`` in [0,1], ``(1,1,H,W)`` 1 = hole -> appearance features ``(1,C,H,W)``."""

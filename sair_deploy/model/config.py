@@ -94,8 +94,8 @@ class SAIRConfig:
     use_semantic: bool = True
     sir_unfold: bool = True  # SIR reads the 3x3 neighbourhood of each latent cell (as LIIF does)
     # Not in the paper (options for small models; the paper's configuration keeps the defaults):
-    fill: Literal["zero", "pushpull"] = "zero"  # what the AppEncoder sees inside holes
-    residual: bool = False  # AIR predicts a residual over the push-pull fill (needs fill="pushpull")
+    fill: Literal["zero", "pushpull", "onion"] = "zero"  # what the AppEncoder sees inside holes
+    residual: bool = False  # AIR predicts a residual over the fill (needs a fill other than zero)
     name: str = "custom"
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,10 +118,11 @@ class SAIRConfig:
         return cls(semantic=sem, app=app, sir=sir, air=air, **d)
 
     def __post_init__(self) -> None:
-        if self.fill not in ("zero", "pushpull"):
-            raise ValueError(f"fill must be 'zero' or 'pushpull', got {self.fill!r}")
-        if self.residual and self.fill != "pushpull":
-            raise ValueError("residual=True predicts a residual over the fill: it needs fill='pushpull'")
+        if self.fill not in ("zero", "pushpull", "onion"):
+            raise ValueError(f"fill must be 'zero', 'pushpull' or 'onion', got {self.fill!r}")
+        if self.residual and self.fill == "zero":
+            raise ValueError("residual=True predicts a residual over the fill: it needs fill='pushpull' "
+                             "or fill='onion'")
 
     def replace(self, **changes: Any) -> "SAIRConfig":
         return dataclasses.replace(self, **changes)

@@ -28,7 +28,7 @@ class SemanticGraph(nn.Module):
 
 
 class FillGraph(nn.Module):
-    """``image (1,3,H,W)``, ``mask (1,1,H,W)`` -> the image with holes push-pull filled.
+    """``image (1,3,H,W)``, ``mask (1,1,H,W)`` -> the image with holes filled (``cfg.fill``).
 
     Runs once on the whole image (the fill is global), before the tiled AppEncoder."""
 
@@ -98,7 +98,7 @@ def build_graphs(model: SAIR) -> dict[str, nn.Module]:
     """The graphs a model deploys as, by name, in eval mode."""
     model = model.eval()
     graphs: dict[str, nn.Module] = {"appearance": AppearanceGraph(model), "query": QueryGraph(model)}
-    if model.cfg.fill == "pushpull":
+    if model.cfg.fill != "zero":
         graphs["fill"] = FillGraph(model)
     if model.cfg.use_semantic:
         graphs["semantic"] = SemanticGraph(model)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .air import AIR
 from .appearance import AppEncoder
 from .config import SAIRConfig
-from .fill import push_pull
+from .fill import fill_holes
 from .semantic import SemanticEncoder
 from .sir import SIR
 
@@ -55,8 +55,8 @@ class SAIR(nn.Module):
         return emb, holes
 
     def fill_holes(self, image: Tensor, mask: Tensor) -> Tensor:
-        """The image the AppEncoder sees: holes push-pull filled (``fill="pushpull"``) or as is."""
-        return push_pull(image, mask) if self.cfg.fill == "pushpull" else image
+        """The image the AppEncoder sees: holes filled classically (``cfg.fill``) or as is."""
+        return fill_holes(self.cfg.fill, image, mask)
 
     def encode_appearance(self, image: Tensor, mask: Tensor) -> Tensor:
         """Appearance features of an image already passed through :meth:`fill_holes`."""
