@@ -58,15 +58,15 @@ def push_pull(image: Tensor, mask: Tensor, levels: int = 12) -> Tensor:
 
 
 def _sum3x3(x: Tensor) -> Tensor:
-    c = x.shape[1]
-    return F.conv2d(x, x.new_ones(c, 1, 3, 3), padding=1, groups=c)
+    """Sum over each pixel's 3x3 neighbourhood (zeros outside the image)."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True) * 9
 
 
-def _cross_mean(x: Tensor, count: Tensor) -> Tensor:
-    """Mean of the 4 neighbours inside the image (``count`` of them at each pixel)."""
-    c = x.shape[1]
-    cross = x.new_tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-    return F.conv2d(x, cross.repeat(c, 1, 1, 1), padding=1, groups=c) / count
+def _cross_sum(x: Tensor) -> Tensor:
+    """Sum of each pixel's 4 neighbours (zeros outside the image), by shifted slices."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1))
+    return p[..., :h, 1:w + 1] + p[..., 2:, 1:w + 1] + p[..., 1:h + 1, :w] + p[..., 1:h + 1, 2:]
 
 
 def onion_fill(image: Tensor, mask: Tensor, levels: int = 12, peel: int = 8,
@@ -85,15 +85,15 @@ def onion_fill(image: Tensor, mask: Tensor, levels: int = 12, peel: int = 8,
         known = (w > 0).to(image.dtype)
         x = p / w.clamp_min(1e-6) * known
         for _ in range(peel):
-            ring = (_sum3x3(known) > 0).to(image.dtype) * (1 - known)
-            x = x + ring * _sum3x3(x * known) / _sum3x3(known).clamp_min(1e-6)
+            around = _sum3x3(known)
+            ring = (around > 0).to(image.dtype) * (1 - known)
+            x = torch.addcmul(x, ring / around.clamp_min(1e-6), _sum3x3(x * known))
             known = known + ring
         x = x * known + up * (1 - known)
-        ones = torch.ones_like(w)
-        count = _cross_mean(ones, ones)  # neighbours inside the image (0 on a 1x1 level)
+        count = _cross_sum(torch.ones_like(w))  # neighbours inside the image (0 on a 1x1 level)
         free = (w < 1).to(image.dtype) * (count > 0).to(image.dtype)  # known pixels stay
-        count = count.clamp_min(1)
+        keep, step = 1 - free, free / count.clamp_min(1)
         for _ in range(smooth):
-            x = x + free * (_cross_mean(x, count) - x)
+            x = torch.addcmul(keep * x, step, _cross_sum(x))
         colour = x
     return colour
