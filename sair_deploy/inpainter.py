@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backends.base import Backend
+from .backends.base import Backend, in_pieces
 from .coords import cell_for, centres_1d, make_coord, output_shape, output_span
 from .errors import InputError
 from .preprocess import semantic_input
@@ -172,10 +172,7 @@ class Inpainter:
 
     def _query_block(self, run, coord: np.ndarray) -> np.ndarray:
         """All of a block's answers, ``chunk`` queries per graph call."""
-        if len(coord) <= self.chunk:
-            return run(coord[None])[0]
-        return np.concatenate([run(coord[None, s:s + self.chunk])[0]
-                               for s in range(0, len(coord), self.chunk)])
+        return in_pieces(run, coord[None], self.chunk)[0]
 
     def inpaint(self, scale: float = 1.0) -> np.ndarray:
         """The image with its holes filled, ``round(S*H) x round(S*W) x 3`` float32 in [0, 1].

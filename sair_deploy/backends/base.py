@@ -49,13 +49,16 @@ class Backend(Protocol):
 CPU_QUERY_CHUNK = 1024
 
 
-def query_in_pieces(run, air_pre, grid: np.ndarray, coord: np.ndarray, cell: np.ndarray,
-                    piece: int | None) -> np.ndarray:
-    """``run(air_pre, grid, coord, cell)`` over pieces of at most ``piece`` queries, concatenated:
-    the same result as one call, computed in cache-sized pieces (``None``: one call)."""
+def in_pieces(run, coord: np.ndarray, piece: int | None) -> np.ndarray:
+    """``run(coord)`` over pieces of at most ``piece`` queries of ``coord (1, Q, 2)``,
+    concatenated: the same answers as one call (``None``: one call)."""
     n = coord.shape[1]
     if piece is None or n <= piece:
-        return run(air_pre, grid, coord, cell)
-    return np.concatenate([run(air_pre, grid, coord[:, s:s + piece], cell)
-                           for s in range(0, n, piece)], axis=1)
+        return run(coord)
+    return np.concatenate([run(coord[:, s:s + piece]) for s in range(0, n, piece)], axis=1)
 
+
+def query_in_pieces(run, air_pre, grid: np.ndarray, coord: np.ndarray, cell: np.ndarray,
+                    piece: int | None) -> np.ndarray:
+    """``run(air_pre, grid, coord, cell)`` computed in cache-sized pieces of the queries."""
+    return in_pieces(lambda c: run(air_pre, grid, c, cell), coord, piece)
