@@ -1,10 +1,11 @@
-"""GPU throughput of the fast path: torch float32 and float16 (and exported backends if given).
+"""GPU speed of the device-resident runtime: torch CUDA float32 and float16 end to end.
 
-    python bench/gpu.py                          # paper widths, random weights, 512 and 1024, scale 2
-    python bench/gpu.py --export DIR             # add ONNX Runtime CUDA / TensorRT for an export dir
+    python bench/gpu.py                      # paper widths (sair-b16), random weights, 512/1024, scales 1, 2
+    python bench/gpu.py --export DIR         # add ONNX Runtime CUDA (IO binding) for an export directory
 
-Prints a Markdown table (ms per image end to end, output megapixels/s) and, per backend, the
-largest difference to torch float32 on the same image.
+Prints a Markdown table: ms per image end to end (median of --repeat after a warm-up on the same
+size), then a second, synchronised pass that attributes time to each graph (the stages), with the
+graph calls, MB to and from the device and the host time outside the backend. Names the card.
 """
 
 from __future__ import annotations
@@ -17,13 +18,43 @@ import numpy as np
 from speed import photo
 
 
+class _Synced:
+    """Wraps a backend so that every graph call is synchronised and timed (the stage pass)."""
+
+    def __init__(self, be, torch):
+        self.be, self.torch, self.ms = be, torch, {}
+
+    def __getattr__(self, name):
+        return getattr(self.be, name)
+
+    def _sync(self):
+        if getattr(self.be, "device", None) is not None and str(self.be.device).startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+    def run(self, graph, *inputs):
+        self._sync()
+        t = time.perf_counter()
+        out = self.be.run(graph, *inputs)
+        self._sync()
+        self.ms[graph] = self.ms.get(graph, 0.0) + 1e3 * (time.perf_counter() - t)
+        return out
+
+    def run_into(self, graph, out, start, count, *inputs):
+        self._sync()
+        t = time.perf_counter()
+        self.be.run_into(graph, out, start, count, *inputs)
+        self._sync()
+        self.ms[graph] = self.ms.get(graph, 0.0) + 1e3 * (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="sair-b16")
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    ap.add_argument("--scale", type=float, default=2.0)
-    ap.add_argument("--export", help="an export directory, to add ONNX Runtime / TensorRT rows")
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0])
+    ap.add_argument("--export", help="an export directory, to add ONNX Runtime CUDA rows")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script (tiny sizes)")
     args = ap.parse_args()
 
     import torch
@@ -33,42 +64,58 @@ def main() -> None:
     from sair_deploy.model.config import get_config
     from sair_deploy.model.sair import SAIR
 
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA GPU")
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
     cfg = get_config(args.config)
     cfg = cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
     model = SAIR(cfg).eval()
-    backends = [TorchBackend(model, "cuda"), TorchBackend(model, "cuda", fp16=True)]
+    backends = [TorchBackend(model, args.device)]
+    if args.device == "cuda":
+        backends.append(TorchBackend(model, "cuda", fp16=True))
     if args.export:
         from sair_deploy.api import load_backend
-        for kind in ("onnx", "trt"):
-            try:
-                backends.append(load_backend(args.export, kind, "cuda"))
-            except Exception as exc:  # noqa: BLE001 - report and go on
-                print(f"({kind}: {exc})")
-    print(f"{torch.cuda.get_device_name()}, config {args.config}, scale {args.scale:g}\n")
-    print("| input | backend | ms / image | output MP/s | max abs diff vs torch fp32 |")
-    print("|---|---|---|---|---|")
+        try:
+            backends.append(load_backend(args.export, "onnx", "cuda"))
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(f"(onnx cuda: {exc})")
+    card = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"{card}, torch {torch.__version__}, config {args.config}\n")
+    print("| input | scale | backend | ms / image | calls | MB to device | MB back | host glue ms | "
+          "stages (ms, synchronised pass) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    last = {}
     for size in args.sizes:
         image, mask = photo(size)
-        ref = None
-        for be in backends:
-            inp = Inpainter(be, chunk=65536, block=128)
-            inp.set_image(image[:64, :64], mask[:64, :64])  # warm-up
-            inp.inpaint(args.scale)
-            times = []
-            for _ in range(args.repeat):
-                torch.cuda.synchronize()
-                t = time.perf_counter()
+        image = np.round(image * 255).astype(np.uint8)
+        for scale in args.scales:
+            for be in backends:
+                inp = Inpainter(be)
                 inp.set_image(image, mask)
-                out = inp.inpaint(args.scale)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-            ms = 1e3 * float(np.median(times))
-            ref = out if ref is None else ref
-            mp = out.shape[0] * out.shape[1] / 1e6
-            print(f"| {size}² | {be.name} | {ms:.0f} | {mp / ms * 1e3:.1f} | {np.abs(out - ref).max():.2e} |")
+                inp.inpaint(scale)  # warm-up at this size (cuDNN picks its kernels)
+                times = []
+                for _ in range(args.repeat):
+                    sync()
+                    t = time.perf_counter()
+                    inp.set_image(image, mask)
+                    inp.inpaint(scale)
+                    sync()
+                    times.append(time.perf_counter() - t)
+                ms = 1e3 * float(np.median(times))
+                st = inp.stats
+                synced = _Synced(be, torch)
+                sp = Inpainter(synced)
+                sp.set_image(image, mask)
+                sp.inpaint(scale)
+                stages = ", ".join(f"{k} {v:.1f}" for k, v in synced.ms.items())
+                print(f"| {size}² | {scale:g} | {be.name} | {ms:.1f} | {st['calls']} | "
+                      f"{st['h2d_bytes'] / 1e6:.2f} | {st['d2h_bytes'] / 1e6:.2f} | {st['glue_ms']:.1f} | {stages} |",
+                      flush=True)
+                last[(size, scale, be.name)] = ms
+    key = lambda n: last.get((1024, 2.0, n), float("nan"))  # noqa: E731
+    print(f"\ngpu_ms_1024_s2_fp32={key('torch-cuda'):.1f} gpu_ms_1024_s2_fp16={key('torch-cuda-fp16'):.1f}")
 
 
 if __name__ == "__main__":

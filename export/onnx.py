@@ -31,94 +31,126 @@ _PROTO_LIMIT = 2**31 - 2**20  # protobuf's 2 GB, with room for the graph itself
 
 @dataclass(frozen=True)
 class GraphIO:
-    """Names of a graph's inputs and its one output, and which inputs carry coordinates."""
+    """Names of a graph's inputs and outputs, and which inputs are plan integers or indices (never
+    image features: the float16 pass keeps what they feed in float32)."""
 
     inputs: tuple[str, ...]
-    output: str
-    coordinate_inputs: tuple[str, ...] = ()  # kept float32 by the fp16 pass
+    outputs: tuple[str, ...]
+    coordinate_inputs: tuple[str, ...] = ()
 
 
 GRAPH_IO: dict[str, GraphIO] = {
-    "semantic": GraphIO(("sem_image", "sem_valid"), "sem_pre"),
-    "fill": GraphIO(("image", "mask"), "filled"),
-    "appearance": GraphIO(("image", "mask"), "app"),
-    "precompute": GraphIO(("app", "sem_pre", "centres", "pixel_cell"), "air_pre",
-                          ("centres", "pixel_cell")),
-    "precompute_nosem": GraphIO(("app",), "air_pre"),
-    "query": GraphIO(("air_pre", "grid", "coord", "cell"), "rgb", ("grid", "coord", "cell")),
+    "prepare": GraphIO(("image", "holes"), ("prepared", "mask"), ("holes",)),
+    "semantic": GraphIO(("sem_image", "sem_valid"), ("sem_pre",)),
+    "fill": GraphIO(("image", "mask"), ("filled",)),
+    "tile": GraphIO(("image", "mask", "sem_pre", "box"), ("air_pre",), ("box",)),
+    "tile_nosem": GraphIO(("image", "mask", "box"), ("air_pre",), ("box",)),
+    "query": GraphIO(("air_pre", "rect"), ("rgb",), ("rect",)),
+    "query_holes": GraphIO(("air_pre", "holes", "span"), ("rgb",), ("holes", "span")),
+    "composite": GraphIO(("image", "holes", "rgb"), ("out",), ("holes",)),
+    "assemble": GraphIO(("rgb", "row_edges", "col_edges"), ("out",), ("row_edges", "col_edges")),
 }
+# Layout and classical graphs: no learned weights, cheap, division- or rounding-heavy; the float16
+# export keeps them float32.
+FP32_GRAPHS = frozenset({"prepare", "fill", "composite", "assemble"})
 
 
 def graph_io(name: str, cfg: SAIRConfig) -> GraphIO:
     """The :class:`GraphIO` of graph ``name`` for a model with config ``cfg``."""
-    if name == "precompute" and not cfg.use_semantic:
-        return GRAPH_IO["precompute_nosem"]
+    if name == "tile" and not cfg.use_semantic:
+        return GRAPH_IO["tile_nosem"]
     return GRAPH_IO[name]
 
 
 def app_channels(cfg: SAIRConfig) -> int:
-    """Channels of the appearance graph's output (a residual model appends the 3 base colours)."""
+    """Channels of the AppEncoder's output with the base colours (3) of a residual model."""
     return cfg.app.out_channels + (3 if cfg.residual else 0)
 
 
 def air_channels(cfg: SAIRConfig) -> int:
-    """Channels of the precompute graph's output (the base colours ride along if residual)."""
+    """Channels of the tile graph's output (the base colours ride along if residual)."""
     return cfg.air.hidden + (3 if cfg.residual else 0)
 
 
+def _i64(*values: int) -> Tensor:
+    return torch.tensor(values, dtype=torch.int64)
+
+
 def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> dict[str, Tensor]:
-    """Random inputs for graph ``name``; ``size`` (0, 1, 2, ...) picks distinct shapes.
+    """Valid random inputs for graph ``name``; ``size`` (0, 1, 2, ...) picks distinct shapes.
 
     Sizes on dynamic axes are >= 2 and distinct from each other so ``torch.export`` keeps them
-    symbolic. Coordinates and cells are valid for the shapes they come with.
+    symbolic; the plan integers describe windows that lie inside the arrays they come with.
     """
-    from sair_deploy.coords import make_coord
-
     g = torch.Generator().manual_seed(seed + 101 * size)
     rand = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
     ps = cfg.semantic.patch_size
+    if name == "prepare":
+        h, w = 23 + 9 * size, 30 + 5 * size
+        holes = torch.randperm(h * w, generator=g)[: 7 + 3 * size].sort().values
+        return {"image": (rand(1, h, w, 3) * 255).to(torch.uint8),
+                "holes": torch.cat([holes, _i64(h * w)]).to(torch.int32)}
     if name == "semantic":
         h, w = ps * (3 + size), ps * (2 + 2 * size)
-        valid = (rand(1, 1, h, w) > 0.3).float()
-        return {"sem_image": rand(1, 3, h, w) * valid, "sem_valid": valid}
-    if name == "fill":  # the whole image: any size
+        valid = (rand(1, 1, h, w) > 0.3).to(torch.uint8) * 255
+        return {"sem_image": ((rand(1, 3, h, w) * valid).to(torch.uint8)), "sem_valid": valid}
+    if name == "fill":  # the whole region: any size
         h, w = 23 + 9 * size, 30 + 5 * size
         mask = (rand(1, 1, h, w) > 0.6).float()
         mask[..., h // 3: h // 2, w // 4: w // 2] = 1
         return {"image": rand(1, 3, h, w), "mask": mask}
-    if name == "appearance":
-        h, w = 4 * (6 + 3 * size), 4 * (5 + 2 * size)
-        mask = (rand(1, 1, h, w) > 0.7).float()
-        return {"image": rand(1, 3, h, w), "mask": mask}
-    if name == "precompute":
-        big_h, big_w = 40 + 8 * size, 36 + 12 * size  # the full image the block lies in
-        r0, c0, bh, bw = 3 + size, 5, 7 + 2 * size, 6 + 3 * size
-        app = rand(1, app_channels(cfg), bh + 2, bw + 2) * 2
-        if not cfg.use_semantic:
-            return {"app": app}
-        sem_h, sem_w = 3 + size, 2 + 2 * size
-        centres = torch.from_numpy(make_coord((big_h, big_w), (r0, r0 + bh), (c0, c0 + bw)))[None]
-        return {"app": app, "sem_pre": rand(1, cfg.sir.hidden, sem_h, sem_w) - 0.5,
-                "centres": centres, "pixel_cell": torch.tensor([[[2.0 / big_h, 2.0 / big_w]]])}
-    if name == "query":
-        big_h, big_w = 40 + 8 * size, 36 + 12 * size
-        r0, c0, bh, bw = 4 + size, 6, 9 + 2 * size, 8 + 3 * size
-        q = 11 + 17 * size
-        # queries whose 4 neighbours all lie in rows r0..r0+bh, cols c0..c0+bw (a margin of 1)
-        rows = r0 + 1 + rand(q) * (bh - 2)
-        cols = c0 + 1 + rand(q) * (bw - 2)
-        coord = torch.stack([-1 + 2 * rows / big_h, -1 + 2 * cols / big_w], dim=-1)[None]
-        scale = 1.5 + size
-        return {"air_pre": rand(1, air_channels(cfg), bh, bw) - 0.5,
-                "grid": torch.tensor([big_h, big_w, r0, c0], dtype=torch.float32),
-                "coord": coord.float(),
-                "cell": torch.tensor([[[2.0 / (big_h * scale), 2.0 / (big_w * scale)]]])}
+    if name == "tile":
+        rh, rw = 37 + 8 * size, 42 + 4 * size  # the region's true size; the arrays are padded
+        hp, wp = rh + (-rh) % 4, rw + (-rw) % 4
+        ir0, ir1, ic0, ic1 = 4, hp, 0, 28 + 4 * size  # an inner window touching bottom and left
+        keep = (9, rh - 9, 0, 20 + 2 * size)  # start, size
+        mask = (rand(1, 1, hp, wp) > 0.7).float()
+        out = {"image": rand(1, 3, hp, wp), "mask": mask,
+               "box": _i64(ir0, (ir1 - ir0) // 4, ic0, (ic1 - ic0) // 4, *keep, rh, rw, rh + 11,
+                           rw + 6 + size, 3, 2 + size)}
+        if cfg.use_semantic:
+            out["sem_pre"] = rand(1, cfg.sir.hidden, 3 + size, 2 + 2 * size) - 0.5
+        return out
+    if name in ("query", "query_holes"):
+        big_h, big_w = 40 + 8 * size, 36 + 12 * size  # the input image
+        r0, c0, bh, bw = 4 + size, 6, 9 + 2 * size, 8 + 3 * size  # air_pre's window in it
+        air = rand(1, air_channels(cfg), bh, bw) - 0.5
+        if name == "query":
+            s = 1.5 + size  # output rows/cols whose centres fall in the window's interior
+            oh, ow = round(big_h * s), round(big_w * s)
+            oy0, ox0 = int((r0 + 1) * s), int((c0 + 1) * s)
+            rect = _i64(oy0, oy0 + 3 + size, ox0, ox0 + 4 + 2 * size, oh, ow, big_h, big_w, r0, c0)
+            return {"air_pre": air, "rect": rect}
+        # scale 1: holes of a region starting at (2, 3), inside the window's interior
+        off_r, off_c, rw = 2, 3, big_w - 3
+        rows = torch.randint(r0 + 1, r0 + bh - 1, (12 + 5 * size,), generator=g) - off_r
+        cols = torch.randint(c0 + 1, c0 + bw - 1, (12 + 5 * size,), generator=g) - off_c
+        holes = torch.cat([rows * rw + cols, _i64((big_h - off_r) * rw)]).to(torch.int32)
+        return {"air_pre": air, "holes": holes,
+                "span": _i64(2, 9 + 3 * size, rw, big_h, big_w, off_r, off_c, r0, c0)}
+    if name == "composite":
+        h, w = 23 + 9 * size, 30 + 5 * size
+        holes = torch.randperm(h * w, generator=g)[: 7 + 3 * size]
+        return {"image": (rand(1, h, w, 3) * 255).to(torch.uint8),
+                "holes": torch.cat([holes, _i64(h * w)]).to(torch.int32),
+                "rgb": rand(7 + 3 * size, 3) * 1.2 - 0.1}
+    if name == "assemble":
+        rows, cols = [0, 5 + size, 9 + 2 * size], [0, 4, 11 + size, 13 + size]
+        return {"rgb": rand(rows[-1] * cols[-1], 3) * 1.2 - 0.1,
+                "row_edges": _i64(*rows), "col_edges": _i64(*cols)}
     raise ValueError(f"unknown graph {name!r}")
 
 
 def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | None]:
     """``torch.export`` dynamic shapes for graph ``name`` (batch is always 1)."""
     ps = cfg.semantic.patch_size
+    big = 2**31 - 1
+    if name in ("prepare", "composite"):
+        spec = {"image": {1: Dim("image_h", min=2, max=65536), 2: Dim("image_w", min=2, max=65536)},
+                "holes": {0: Dim("n_holes", min=2, max=big)}}
+        if name == "composite":
+            spec["rgb"] = {0: Dim("n_rgb", min=1, max=big)}
+        return spec
     if name == "semantic":
         gh, gw = Dim("sem_grid_h", min=1, max=512), Dim("sem_grid_w", min=1, max=512)
         spec = {2: ps * gh, 3: ps * gw}
@@ -126,23 +158,22 @@ def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | 
     if name == "fill":
         spec = {2: Dim("image_h", min=1, max=65536), 3: Dim("image_w", min=1, max=65536)}
         return {"image": spec, "mask": spec}
-    if name == "appearance":
-        qh, qw = Dim("quarter_h", min=1, max=8192), Dim("quarter_w", min=1, max=8192)
+    if name == "tile":
+        qh, qw = Dim("quarter_h", min=1, max=16384), Dim("quarter_w", min=1, max=16384)
         spec = {2: 4 * qh, 3: 4 * qw}
-        return {"image": spec, "mask": spec}
-    if name == "precompute":
-        app = {2: Dim("app_h", min=3, max=65536), 3: Dim("app_w", min=3, max=65536)}
-        if not cfg.use_semantic:
-            return {"app": app}
-        return {"app": app,
-                "sem_pre": {2: Dim("sem_h", min=1, max=512), 3: Dim("sem_w", min=1, max=512)},
-                "centres": {1: Dim("n_centres", min=1, max=2**31 - 1)},
-                "pixel_cell": None}
+        out = {"image": spec, "mask": spec, "box": None}
+        if cfg.use_semantic:
+            out["sem_pre"] = {2: Dim("sem_h", min=1, max=512), 3: Dim("sem_w", min=1, max=512)}
+        return out
+    air = {2: Dim("keep_h", min=2, max=65536), 3: Dim("keep_w", min=2, max=65536)}
     if name == "query":
-        return {"air_pre": {2: Dim("block_h", min=1, max=65536), 3: Dim("block_w", min=1, max=65536)},
-                "grid": None,
-                "coord": {1: Dim("n_queries", min=1, max=2**31 - 1)},
-                "cell": None}
+        return {"air_pre": air, "rect": None}
+    if name == "query_holes":
+        return {"air_pre": air, "holes": {0: Dim("n_holes", min=2, max=big)}, "span": None}
+    if name == "assemble":
+        return {"rgb": {0: Dim("n_rgb", min=2, max=big)},
+                "row_edges": {0: Dim("n_row_edges", min=2, max=4096)},
+                "col_edges": {0: Dim("n_col_edges", min=2, max=4096)}}
     raise ValueError(f"unknown graph {name!r}")
 
 
@@ -155,12 +186,13 @@ def export_graph(module: nn.Module, name: str, cfg: SAIRConfig) -> onnx.ModelPro
     """Trace one graph to an ONNX model (opset 18, dynamic shapes, named inputs/outputs)."""
     io = graph_io(name, cfg)
     inputs = sample_inputs(name, cfg, size=0)
-    args = tuple(inputs[k] for k in io.inputs)
+    names = [k for k in io.inputs if k in inputs]
+    args = tuple(inputs[k] for k in names)
     shapes = dynamic_shapes(name, cfg)
     with torch.no_grad():
         program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=OPSET, input_names=list(io.inputs),
-            output_names=[io.output], dynamic_shapes={k: shapes[k] for k in io.inputs},
+            module, args, dynamo=True, opset_version=OPSET, input_names=names,
+            output_names=list(io.outputs), dynamic_shapes={k: shapes[k] for k in names},
             external_data=False, verbose=False, optimize=True,
         )
     proto = program.model_proto

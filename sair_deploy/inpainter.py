@@ -1,184 +1,175 @@
 """Inpainter: ``set_image`` once, then ``inpaint(scale)`` as many times as you like.
 
-Data flows one way: image + mask -> per-image features (the semantic grid once; appearance
-features by overlapping tiles) -> per-block precompute -> per-query RGB in chunks -> pixels.
-All learned math runs inside the backend's graphs; this module only plans and moves arrays.
+Data flows one way: image + mask -> per-image features -> per-tile precompute -> queries ->
+pixels. The host plans with a few integers (the region, its tiles, output rectangles, spans of
+hole pixels); the backend's graphs do all the work on its device. Per image the host uploads the
+8-bit image and the hole indices once (and, for a semantic model, the encoder's 8-bit input) and
+downloads the 8-bit result once; every intermediate stays a device handle.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backends.base import Backend, in_pieces
-from .coords import cell_for, centres_1d, make_coord, output_shape, output_span
+from .backends.base import Backend
+from .coords import cell_for, make_coord, output_shape
 from .errors import InputError
 from .preprocess import semantic_input
-from .tiling import blend_weight, pad_to_multiple, plan_blocks, plan_tiles
+from .tiling import Tile, holes_by_tile, output_edges, plan_tiles, region_around
 
 MAX_OUTPUT_PIXELS = 400_000_000  # beyond this an output is almost certainly a typo in --scale
-_MARGIN = 2  # input pixels around a block that its queries' neighbours may reach (1 suffices)
+_MARGIN = 2  # input pixels around a tile's core that its queries' neighbours may reach (1 suffices)
+# Known pixels kept around the holes at scale 1 beyond what the encoder reads, so the fill sees
+# the colours around each hole (the fill is the only part that reaches further).
+_FILL_CONTEXT = 32
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An image as 8 bits: uint8 as is, floats in [0, 1] rounded (the runtime works on 8 bits)."""
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@dataclass
+class _Region:
+    """A window of the image that inpaint calls work on, with its device state."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    tiles: list[list[Tile]]
+    image: object = None  # device handles: the 8-bit region, the prepared float image and mask
+    holes: object = None  # region-flat hole indices, grouped by tile, then a sentinel
+    prepared: object = None
+    mask: object = None
+    hole_starts: np.ndarray | None = None  # where each tile's holes start in ``holes``
+    host_holes: np.ndarray | None = None
+    cache: OrderedDict = field(default_factory=OrderedDict)  # tile index -> air_pre handle
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.r1 - self.r0, self.c1 - self.c0
 
 
 class Inpainter:
     """Fills the holes of an image, at any output scale, through a :class:`Backend`.
 
     ``tile``/``overlap``: AppEncoder tiles (cores of ``tile`` pixels, ``overlap`` pixels of
-    context each side; ``None`` = the encoder's receptive radius, exact up to float error).
-    ``block``: query-phase blocks (input pixels). ``chunk``: queries per graph call.
-    ``cache_mb``: precomputed blocks kept for later calls (other scales reuse them).
-    ``reference=True`` evaluates the literal paper formulation (torch backend only; slow).
+    context each side; ``None`` = the encoder's receptive radius, so tiles equal a whole-image
+    pass up to float error). ``chunk``: queries per graph call (``None``: what the backend
+    wants: cache-sized on a CPU, whole tiles on a GPU). ``cache_mb``: tile precomputes kept for
+    later calls (other scales reuse them). ``reference=True`` evaluates the literal paper
+    formulation (torch backend only; slow). After each :meth:`inpaint`, :attr:`stats` holds the
+    image's graph calls, bytes to and from the device and the host time outside the backend.
     """
 
     def __init__(self, backend: Backend, tile: int = 512, overlap: int | None = None,
-                 block: int = 64, chunk: int = 32768, cache_mb: int = 512,
-                 progress: bool = False, reference: bool = False):
+                 chunk: int | None = None, cache_mb: int = 1024, progress: bool = False,
+                 reference: bool = False):
         if tile % 4 or tile <= 0:
             raise InputError(f"tile size must be a positive multiple of 4, got {tile}")
+        radius = backend.config.app.receptive_radius()
+        overlap = radius + (-radius) % 4 if overlap is None else overlap
+        if overlap % 4 or overlap < _MARGIN + 2:
+            raise InputError(f"tile overlap must be a multiple of 4 and at least {_MARGIN + 2}, got {overlap}")
+        if chunk is not None and chunk < 1:
+            raise InputError(f"chunk must be at least 1 query, got {chunk}")
         self.backend = backend
         self.config = backend.config
         self.tile = tile
-        radius = self.config.app.receptive_radius()
-        self.overlap = radius + (-radius) % 4 if overlap is None else overlap
-        self.block = block
-        self.chunk = chunk
+        self.overlap = overlap
+        self.chunk = chunk or backend.query_chunk
         self.cache_bytes = cache_mb * 2**20
         self.progress = progress
         self.reference = reference
+        self.stats: dict = {}
         if reference and not hasattr(backend, "reference_query"):
             raise InputError("the reference path needs the torch backend")
 
     # ---- per image ------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, mask: np.ndarray) -> None:
-        """``image (H, W, 3)`` float in [0, 1], ``mask (H, W)`` bool (True = hole)."""
+        """``image (H, W, 3)`` uint8 (or float in [0, 1], rounded to 8 bits), ``mask (H, W)``
+        bool (True = hole). Nothing runs until the first :meth:`inpaint`."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"image must be H x W x 3, got shape {image.shape}")
         if mask.shape != image.shape[:2]:
             raise InputError(f"mask {mask.shape[1]}x{mask.shape[0]} does not match image "
                              f"{image.shape[1]}x{image.shape[0]}")
-        self.image = np.ascontiguousarray(image, dtype=np.float32)
-        self.mask = mask.astype(bool)
+        self.given = image
+        self.image = to_uint8(image)
+        self.mask = np.ascontiguousarray(mask, dtype=bool)
         self.height, self.width = self.mask.shape
-        h, w = self.height, self.width
-        self.sem_pre = None
-        self._sem_inputs = None
-        if self.config.use_semantic:
-            sem = self.config.semantic
-            sem_image, sem_valid = semantic_input(self.image, self.mask, sem.max_side, sem.patch_size)
-            self._sem_inputs = (sem_image[None], sem_valid[None])
-            if not self.reference:
-                self.sem_pre = self.backend.semantic(*self._sem_inputs)
-        self._app_image = self.image.transpose(2, 0, 1)
-        if self.config.fill != "zero":  # global, so once on the whole image, not per tile
-            self._app_image = self.backend.fill(self._app_image[None].copy(),
-                                                self.mask[None, None].astype(np.float32))[0]
-        self.pixel_cell = np.array([[[2.0 / h, 2.0 / w]]], dtype=np.float32)
-        self._tiles = plan_tiles(h, w, self.tile, self.overlap)
-        self._tile_done = np.zeros(len(self._tiles), dtype=bool)
-        self._app: np.ndarray | None = None
-        self._app_weight: np.ndarray | None = None
-        self._blocks: OrderedDict[tuple[int, int, int, int], np.ndarray] = OrderedDict()
+        self._regions: dict[str, _Region] = {}
+        self._sem_pre = None
         self._ref_feats = None
+        self.backend.counters.reset()
 
-    # ---- appearance features, by tiles ----------------------------------------------------
-    def _ensure_appearance(self, needed: np.ndarray) -> None:
-        """Run the AppEncoder on every tile whose window touches a ``needed`` pixel."""
+    def _semantic(self):
+        """SIR's precompute for the whole image, once (``None`` for the LIIF ablation)."""
+        if self._sem_pre is None and self.config.use_semantic:
+            sem = self.config.semantic
+            sem_image, sem_valid = semantic_input(self.image / np.float32(255), self.mask,
+                                                  sem.max_side, sem.patch_size)
+            be = self.backend
+            self._sem_pre = be.run("semantic", be.upload(to_uint8(sem_image)[None]),
+                                   be.upload(to_uint8(sem_valid)[None]))
+        return self._sem_pre
+
+    def _region(self, kind: str) -> _Region:
+        """The region for ``kind``: ``"holes"`` (scale 1: around the holes) or ``"full"``,
+        uploaded and prepared (filled) on the device the first time it is asked for."""
+        if kind in self._regions:
+            return self._regions[kind]
         h, w = self.height, self.width
-        todo = [i for i, t in enumerate(self._tiles) if not self._tile_done[i]
-                and needed[t.window[0]:t.window[1], t.window[2]:t.window[3]].any()]
-        if not todo:
-            return
-        img = self._app_image
-        msk = self.mask[None].astype(np.float32)
-        for i in tqdm(todo, desc="features", disable=not self.progress or len(todo) < 2, leave=False):
-            t = self._tiles[i]
-            r0, r1, c0, c1 = t.inner
-            x, _ = pad_to_multiple(np.concatenate([img[:, r0:r1, c0:c1], msk[:, r0:r1, c0:c1]]), 4)
-            feats = self.backend.appearance(x[None, :3].copy(), x[None, 3:].copy())[0]
-            if self._app is None:  # channels as the graph gives them (a residual model adds 3)
-                self._app = np.zeros((feats.shape[0], h, w), dtype=np.float32)
-                self._app_weight = np.zeros((h, w), dtype=np.float32)
-            wr0, wr1, wc0, wc1 = t.window
-            wgt = blend_weight(t, h, w)
-            self._app[:, wr0:wr1, wc0:wc1] += wgt * feats[:, wr0 - r0:wr1 - r0, wc0 - c0:wc1 - c0]
-            self._app_weight[wr0:wr1, wc0:wc1] += wgt
-            self._tile_done[i] = True
-
-    def _app_normalised(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """Blended appearance features on rows r0..r1, cols c0..c1, zero outside the image."""
-        h, w = self.height, self.width
-        out = np.zeros((self._app.shape[0], r1 - r0, c1 - c0), dtype=np.float32)
-        a0, a1, b0, b1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
-        wgt = self._app_weight[a0:a1, b0:b1]
-        out[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] = self._app[:, a0:a1, b0:b1] / np.maximum(wgt, 1e-12)
-        return out
-
-    # ---- queries, by blocks ----------------------------------------------------------------
-    def _block_pre(self, region: tuple[int, int, int, int]) -> np.ndarray:
-        if region in self._blocks:
-            self._blocks.move_to_end(region)
-            return self._blocks[region]
-        r0, r1, c0, c1 = region
-        app = self._app_normalised(r0 - 1, r1 + 1, c0 - 1, c1 + 1)[None]
-        if self.config.use_semantic:
-            centres = make_coord((self.height, self.width), (r0, r1), (c0, c1))[None]
-            pre = self.backend.precompute(app, self.sem_pre, centres, self.pixel_cell)
+        if kind == "holes":
+            r0, r1, c0, c1 = region_around(self.mask, self.overlap + _MARGIN + 1 + _FILL_CONTEXT)
         else:
-            pre = self.backend.precompute(app, None, None, None)
-        self._blocks[region] = pre
-        while sum(p.nbytes for p in self._blocks.values()) > self.cache_bytes and len(self._blocks) > 1:
-            self._blocks.popitem(last=False)
-        return pre
+            r0, r1, c0, c1 = 0, h, 0, w
+        reg = _Region(r0, r1, c0, c1, plan_tiles(r1 - r0, c1 - c0, self.tile, self.overlap, _MARGIN))
+        be = self.backend
+        holes, reg.hole_starts = holes_by_tile(self.mask[r0:r1, c0:c1], self.tile)
+        reg.host_holes = holes
+        sentinel = np.int32((r1 - r0) * (c1 - c0))  # an index past the region: see PrepareGraph
+        reg.image = be.upload(np.ascontiguousarray(self.image[None, r0:r1, c0:c1]))
+        reg.holes = be.upload(np.append(holes, sentinel))
+        reg.prepared, reg.mask = be.run("prepare", reg.image, reg.holes)
+        if self.config.fill != "zero":
+            reg.prepared = be.run("fill", reg.prepared, reg.mask)
+        self._regions[kind] = reg
+        return reg
 
-    def _plan_queries(self, out_h: int, out_w: int, holes_only: bool):
-        """Per block: the region to precompute, the output pixels it answers and their
-        coordinates. The pixels are ``(rows, cols)`` index arrays (hole pixels at scale 1) or
-        a rectangle ``(slice, slice)`` of the output."""
-        h, w = self.height, self.width
-        same = holes_only and (out_h, out_w) == (h, w)
-        ys_all = centres_1d(out_h)
-        xs_all = centres_1d(out_w)
-        for r0, r1, c0, c1 in plan_blocks(h, w, self.block):
-            oy0, oy1 = output_span(h, out_h, r0, r1)
-            ox0, ox1 = output_span(w, out_w, c0, c1)
-            if oy0 >= oy1 or ox0 >= ox1:
-                continue
-            if same:  # only the hole pixels, and only the input around them is read
-                yy, xx = np.nonzero(self.mask[oy0:oy1, ox0:ox1])
-                if yy.size == 0:
-                    continue
-                yy, xx = yy + oy0, xx + ox0
-                r0, r1, c0, c1 = yy.min(), yy.max() + 1, xx.min(), xx.max() + 1
-                coord = np.stack([ys_all[yy], xs_all[xx]], axis=-1)
-                pixels = (yy, xx)
-            else:
-                coord = np.stack(np.meshgrid(ys_all[oy0:oy1], xs_all[ox0:ox1], indexing="ij"),
-                                 axis=-1).reshape(-1, 2)
-                pixels = (slice(oy0, oy1), slice(ox0, ox1))
-            region = (max(r0 - _MARGIN, 0), min(r1 + _MARGIN, h), max(c0 - _MARGIN, 0), min(c1 + _MARGIN, w))
-            region = tuple(int(v) for v in region)
-            yield region, pixels, coord
+    def _air(self, reg: _Region, i: int, j: int):
+        """Tile ``(i, j)``'s precompute (AppEncoder + AIR's first layer), cached."""
+        key = (i, j)
+        if key in reg.cache:
+            reg.cache.move_to_end(key)
+            return reg.cache[key]
+        t = reg.tiles[i][j]
+        rh, rw = reg.shape
+        (ir0, ir1, ic0, ic1), (kr0, kr1, kc0, kc1) = t.inner, t.keep
+        box = np.array([ir0, (ir1 - ir0) // 4, ic0, (ic1 - ic0) // 4, kr0, kr1 - kr0, kc0, kc1 - kc0,
+                        rh, rw, self.height, self.width, reg.r0, reg.c0], dtype=np.int64)
+        air = self.backend.run("tile", reg.prepared, reg.mask, self._semantic(), box)
+        reg.cache[key] = air
+        nbytes = self.backend.nbytes
+        while len(reg.cache) > 1 and sum(nbytes(a) for a in reg.cache.values()) > self.cache_bytes:
+            reg.cache.popitem(last=False)
+        return air
 
-    @staticmethod
-    def _put(out: np.ndarray, pixels, rgb: np.ndarray) -> None:
-        """Write a block's answers where :meth:`_plan_queries` said they go."""
-        rows, cols = pixels
-        if isinstance(rows, slice):
-            out[rows, cols] = rgb.reshape(rows.stop - rows.start, cols.stop - cols.start, 3)
-        else:
-            out[rows, cols] = rgb
+    # ---- the result ------------------------------------------------------------------------
+    def inpaint(self, scale: float = 1.0, dtype=np.uint8) -> np.ndarray:
+        """The image with its holes filled, ``round(S*H) x round(S*W) x 3``.
 
-    def _query_block(self, run, coord: np.ndarray) -> np.ndarray:
-        """All of a block's answers, ``chunk`` queries per graph call."""
-        return in_pieces(run, coord[None], self.chunk)[0]
-
-    def inpaint(self, scale: float = 1.0) -> np.ndarray:
-        """The image with its holes filled, ``round(S*H) x round(S*W) x 3`` float32 in [0, 1].
-
-        At scale 1 only hole pixels are queried (the reference path queries every pixel, as the
-        paper's formulation does); known pixels are returned exactly as given.
+        ``dtype=np.uint8`` (default): 8 bits, made on the device before the one download.
+        ``np.float32``: in [0, 1] (parity tests and evaluation). At scale 1 only hole pixels are
+        queried and known pixels come back exactly as given.
         """
         if not np.isfinite(scale) or scale < 1:
             raise InputError(f"--scale must be a number >= 1, got {scale}")
@@ -186,40 +177,118 @@ class Inpainter:
         if out_h * out_w > MAX_OUTPUT_PIXELS:
             raise InputError(f"output {out_w}x{out_h} is too large (over {MAX_OUTPUT_PIXELS // 10**6} "
                              f"megapixels); lower --scale")
-        same = (out_h, out_w) == (self.height, self.width)
-        out = self.image.copy() if same else np.zeros((out_h, out_w, 3), dtype=np.float32)
-        cell = cell_for((out_h, out_w))[None]
-        if self.reference:  # literally: every output pixel, then the known ones put back
-            out = self._inpaint_reference(out, list(self._plan_queries(out_h, out_w, False)), cell)
-            if same:
-                out[~self.mask] = self.image[~self.mask]
-            return out
-        if same:  # appearance features are needed around the holes only
-            needed = np.zeros((self.height, self.width), dtype=bool)
-            for (r0, r1, c0, c1), _, _ in self._plan_queries(out_h, out_w, True):
-                needed[max(r0 - 1, 0):r1 + 1, max(c0 - 1, 0):c1 + 1] = True
+        dtype = np.dtype(dtype)
+        if dtype not in (np.uint8, np.float32):
+            raise InputError(f"inpaint returns uint8 or float32, not {dtype}")
+        start = time.perf_counter()
+        busy0 = self.backend.counters.busy_s
+        if self.reference:
+            out = self._inpaint_reference(out_h, out_w)
+        elif (out_h, out_w) == (self.height, self.width):
+            out = self._inpaint_holes(dtype)
         else:
-            needed = np.ones((self.height, self.width), dtype=bool)
-        self._ensure_appearance(needed)
-        n_blocks = len(plan_blocks(self.height, self.width, self.block))
-        plan = self._plan_queries(out_h, out_w, True)  # lazy: coordinates are made block by block
-        for region, pixels, coord in tqdm(plan, desc=f"inpaint x{scale:g}", total=n_blocks,
-                                          disable=not self.progress, unit="block"):
-            pre = self._block_pre(region)
-            grid = np.array([self.height, self.width, region[0], region[2]], dtype=np.float32)
-            rgb = self._query_block(lambda c: self.backend.query(pre, grid, c, cell), coord)
-            self._put(out, pixels, rgb)
-        return np.clip(out, 0.0, 1.0, out=out)
+            out = self._inpaint_scaled(out_h, out_w, dtype)
+        if self.reference or dtype == np.float32:
+            out = out.astype(dtype) if dtype == np.float32 else to_uint8(out)
+        c = self.backend.counters
+        total = time.perf_counter() - start
+        self.stats = {"backend": self.backend.name, "precision": getattr(self.backend, "precision", "fp32"),
+                      "calls": c.calls, "h2d_bytes": c.h2d_bytes, "d2h_bytes": c.d2h_bytes,
+                      "total_ms": 1e3 * total, "glue_ms": 1e3 * (total - (c.busy_s - busy0)),
+                      "graphs": dict(c.per_graph)}
+        return out
 
-    def _inpaint_reference(self, out: np.ndarray, plan, cell: np.ndarray) -> np.ndarray:
+    def _inpaint_holes(self, dtype: np.dtype) -> np.ndarray:
+        """Scale 1: query the hole pixels only, tile by tile, and put them into the image."""
+        if not self.mask.any():
+            return self.image.copy() if dtype == np.uint8 else self._given_float()
+        be, reg = self.backend, self._region("holes")
+        n = len(reg.host_holes)
+        rgb = be.empty(n)
+        rh, rw = reg.shape
+        todo = [(i, j) for i, row in enumerate(reg.tiles) for j in range(len(row))]
+        n_tc = len(reg.tiles[0])
+        for i, j in tqdm(todo, desc="inpaint x1", disable=not self.progress, unit="tile"):
+            s, e = (int(v) for v in reg.hole_starts[i * n_tc + j:i * n_tc + j + 2])
+            if s == e:
+                continue
+            air = self._air(reg, i, j)
+            t = reg.tiles[i][j]
+            for a in range(s, e, self.chunk):
+                b = min(a + self.chunk, e)
+                span = np.array([a, b, rw, self.height, self.width, reg.r0, reg.c0,
+                                 reg.r0 + t.keep[0], reg.c0 + t.keep[2]], dtype=np.int64)
+                be.run_into("query_holes", rgb, a, b - a, air, reg.holes, span)
+        if dtype == np.uint8:
+            patch = be.download(be.run("composite", reg.image, reg.holes, rgb))[0]
+            if (rh, rw) == (self.height, self.width):
+                return patch
+            out = self.image.copy()
+            out[reg.r0:reg.r1, reg.c0:reg.c1] = patch
+            return out
+        out = self._given_float()
+        rows, cols = np.divmod(reg.host_holes, rw)
+        out[rows + reg.r0, cols + reg.c0] = be.download(rgb)
+        return out
+
+    def _inpaint_scaled(self, out_h: int, out_w: int, dtype: np.dtype) -> np.ndarray:
+        """Scale > 1: every output pixel, a rectangle per tile, laid out tile after tile."""
+        be, reg = self.backend, self._region("full")
+        h, w = self.height, self.width
+        row_edges = output_edges(h, out_h, self.tile)
+        col_edges = output_edges(w, out_w, self.tile)
+        rgb = be.empty(out_h * out_w)
+        todo = [(i, j) for i in range(len(reg.tiles)) for j in range(len(reg.tiles[0]))]
+        for i, j in tqdm(todo, desc="inpaint", disable=not self.progress, unit="tile"):
+            oy0, oy1, ox0, ox1 = row_edges[i], row_edges[i + 1], col_edges[j], col_edges[j + 1]
+            if oy0 == oy1 or ox0 == ox1:
+                continue
+            air = self._air(reg, i, j)
+            t = reg.tiles[i][j]
+            offset = oy0 * out_w + (oy1 - oy0) * ox0  # see AssembleGraph
+            rows = max(1, self.chunk // (ox1 - ox0))
+            for y in range(oy0, oy1, rows):
+                y1 = min(y + rows, oy1)
+                rect = np.array([y, y1, ox0, ox1, out_h, out_w, h, w, t.keep[0], t.keep[2]], dtype=np.int64)
+                be.run_into("query", rgb, offset + (y - oy0) * (ox1 - ox0), (y1 - y) * (ox1 - ox0), air, rect)
+        if dtype == np.uint8:
+            return be.download(be.run("assemble", rgb, np.array(row_edges, dtype=np.int64),
+                                      np.array(col_edges, dtype=np.int64)))[0]
+        flat = be.download(rgb)
+        out = np.empty((out_h, out_w, 3), dtype=np.float32)
+        for i, j in todo:
+            oy0, oy1, ox0, ox1 = row_edges[i], row_edges[i + 1], col_edges[j], col_edges[j + 1]
+            offset = oy0 * out_w + (oy1 - oy0) * ox0
+            out[oy0:oy1, ox0:ox1] = flat[offset:offset + (oy1 - oy0) * (ox1 - ox0)].reshape(oy1 - oy0, ox1 - ox0, 3)
+        return out
+
+    def _given_float(self) -> np.ndarray:
+        """The image as given, as float32 in [0, 1] (known pixels of a float result)."""
+        if self.given.dtype == np.uint8:
+            return self.given.astype(np.float32) / np.float32(255)
+        return np.array(self.given, dtype=np.float32)
+
+    # ---- the literal path of the paper ------------------------------------------------------
+    def _inpaint_reference(self, out_h: int, out_w: int) -> np.ndarray:
+        """Every output pixel through the literal model (whole image, no tiles), then the known
+        pixels put back at scale 1."""
+        h, w = self.height, self.width
+        if h % 4 or w % 4:
+            raise InputError("the reference path needs an image whose sides are multiples of 4")
+        image = self.image.astype(np.float32) / np.float32(255)
         if self._ref_feats is None:
-            img, _ = pad_to_multiple(self.image.transpose(2, 0, 1), 4)
-            msk, _ = pad_to_multiple(self.mask[None].astype(np.float32), 4)
-            if img.shape[-2:] != (self.height, self.width):
-                raise InputError("the reference path needs an image whose sides are multiples of 4")
-            sem = self._sem_inputs or (None, None)
-            self._ref_feats = self.backend.reference_features(img[None], msk[None], *sem)
-        for _, pixels, coord in plan:
-            rgb = self._query_block(lambda c: self.backend.reference_query(self._ref_feats, c, cell), coord)
-            self._put(out, pixels, rgb)
-        return np.clip(out, 0.0, 1.0, out=out)
+            sem = (None, None)
+            if self.config.use_semantic:
+                s = self.config.semantic
+                si, sv = semantic_input(image, self.mask, s.max_side, s.patch_size)
+                sem = (to_uint8(si)[None] / np.float32(255), to_uint8(sv)[None] / np.float32(255))
+            self._ref_feats = self.backend.reference_features(
+                image.transpose(2, 0, 1)[None].copy(), self.mask[None, None].astype(np.float32), *sem)
+        coord = make_coord((out_h, out_w))
+        cell = cell_for((out_h, out_w))[None]
+        rgb = np.concatenate([self.backend.reference_query(self._ref_feats, coord[None, s:s + 4096], cell)[0]
+                              for s in range(0, len(coord), 4096)])
+        out = np.clip(rgb.reshape(out_h, out_w, 3), 0.0, 1.0)
+        if (out_h, out_w) == (h, w):
+            out[~self.mask] = self._given_float()[~self.mask]
+        return out

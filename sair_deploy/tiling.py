@@ -1,5 +1,5 @@
-"""Plans for tiled work, in numpy: overlapping AppEncoder tiles with blend weights, and the
-blocks that the query phase walks."""
+"""Plans for tiled work, in numpy: the region an inpaint call works on, its tiles, and where each
+tile's answers go. Only integers come out of here; the graphs do the work."""
 
 from __future__ import annotations
 
@@ -7,63 +7,74 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .coords import output_span
+
 
 @dataclass(frozen=True)
 class Tile:
-    """An AppEncoder tile: run on ``inner`` (core plus context), keep ``window`` with ``weight``."""
+    """A tile of a region: its ``core`` (cores partition the region), the ``inner`` window the
+    AppEncoder sees (core plus context, clipped; ends at the padded size on the last row/col) and
+    the ``keep`` window whose precompute its queries read (core plus the query margin)."""
 
-    core: tuple[int, int, int, int]  # r0, r1, c0, c1: tiles' cores partition the image
-    window: tuple[int, int, int, int]  # core grown by the blend band, clipped to the image
-    inner: tuple[int, int, int, int]  # core grown by the full overlap, clipped: what the encoder sees
+    core: tuple[int, int, int, int]  # r0, r1, c0, c1 in region pixels
+    inner: tuple[int, int, int, int]
+    keep: tuple[int, int, int, int]
 
 
 def _starts(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
-    """Cores of ``tile x tile`` pixels; each tile sees ``overlap`` pixels of context on every
-    side, and its output is blended over a band of ``overlap // 2`` pixels around its core."""
-    band = overlap // 2
-    tiles = []
+def padded(n: int) -> int:
+    """``n`` rounded up to the AppEncoder's stride (4): the prepare graph pads to this."""
+    return n + (-n) % 4
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, margin: int) -> list[list[Tile]]:
+    """Tiles of a ``height x width`` region as rows of tiles: cores of ``tile x tile`` pixels,
+    ``overlap`` pixels of encoder context each side and ``margin`` pixels kept each side."""
+    rows = []
     for r0, r1 in _starts(height, tile):
+        row = []
         for c0, c1 in _starts(width, tile):
-            grow = lambda m: (max(r0 - m, 0), min(r1 + m, height), max(c0 - m, 0), min(c1 + m, width))  # noqa: E731
-            tiles.append(Tile((r0, r1, c0, c1), grow(band), grow(overlap)))
-    return tiles
+            ir1 = r1 + overlap if r1 + overlap < height else padded(height)
+            ic1 = c1 + overlap if c1 + overlap < width else padded(width)
+            inner = (max(r0 - overlap, 0), ir1, max(c0 - overlap, 0), ic1)
+            keep = (max(r0 - margin, 0), min(r1 + margin, height), max(c0 - margin, 0), min(c1 + margin, width))
+            row.append(Tile((r0, r1, c0, c1), inner, keep))
+        rows.append(row)
+    return rows
 
 
-def blend_weight(t: Tile, height: int, width: int) -> np.ndarray:
-    """Weights over ``t.window``: 1 inside, linear ramps across bands shared with neighbours.
-
-    In a band shared by two tiles the two ramps sum to 1, so blended features change smoothly
-    from one tile to the next; at the image border there is no ramp.
-    """
-    r0, r1, c0, c1 = t.window
-    cr0, cr1, cc0, cc1 = t.core
-
-    def ramp(a: int, b: int, ca: int, cb: int, n: int) -> np.ndarray:
-        p = np.arange(a, b, dtype=np.float32) + 0.5
-        w = np.ones(b - a, dtype=np.float32)
-        if a > 0 and ca > a:
-            w = np.minimum(w, (p - a) / (2 * (ca - a)))
-        if b < n and b > cb:
-            w = np.minimum(w, (b - p) / (2 * (b - cb)))
-        return np.clip(w, 1e-6, 1.0)
-
-    return np.outer(ramp(r0, r1, cr0, cr1, height), ramp(c0, c1, cc0, cc1, width))
+def region_around(mask: np.ndarray, context: int) -> tuple[int, int, int, int]:
+    """The window of the image that scale-1 inpainting needs: the holes' bounding box grown by
+    ``context`` pixels, its origin on the AppEncoder's stride (so features equal a whole-image
+    pass), clipped to the image. ``(0, 0, 0, 0)`` when there is no hole."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return 0, 0, 0, 0
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    r0 = max(int(rows[0]) - context, 0) // 4 * 4
+    c0 = max(int(cols[0]) - context, 0) // 4 * 4
+    return r0, min(int(rows[-1]) + 1 + context, h), c0, min(int(cols[-1]) + 1 + context, w)
 
 
-def plan_blocks(height: int, width: int, block: int) -> list[tuple[int, int, int, int]]:
-    """Blocks ``(r0, r1, c0, c1)`` of input pixels that partition the image (query phase)."""
-    return [(r0, r1, c0, c1) for r0, r1 in _starts(height, block) for c0, c1 in _starts(width, block)]
+def output_edges(n_in: int, n_out: int, tile: int) -> list[int]:
+    """Output rows (or cols) where each tile's answers start, then ``n_out``: the output pixels
+    whose centres fall in a tile's core are the ones it answers."""
+    return [output_span(n_in, n_out, s, e)[0] for s, e in _starts(n_in, tile)] + [n_out]
 
 
-def pad_to_multiple(arr: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Symmetric-pad the last two axes up to a multiple; returns the array and the padding added."""
-    h, w = arr.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return arr, (0, 0)
-    widths = [(0, 0)] * (arr.ndim - 2) + [(0, ph), (0, pw)]
-    return np.pad(arr, widths, mode="symmetric"), (ph, pw)
+def holes_by_tile(mask: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """The region-flat indices of the holes, grouped tile after tile (row-major inside each),
+    and where each tile's group starts (``(n_tiles + 1,)``, tiles in row-major order)."""
+    h, w = mask.shape
+    flat = np.flatnonzero(mask)
+    rows, cols = flat // w, flat % w
+    n_tc = -(-w // tile)
+    tile_id = (rows // tile) * n_tc + cols // tile
+    order = np.argsort(tile_id, kind="stable")
+    counts = np.bincount(tile_id, minlength=-(-h // tile) * n_tc)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return flat[order].astype(np.int32), starts

@@ -1,64 +1,90 @@
-"""The interface every runtime backend implements: four graphs over numpy arrays.
+"""The interface every runtime backend implements: run named graphs over device handles.
 
-Arrays are float32 with a batch dimension of 1. What ``semantic`` and ``precompute`` return is
-only handed back to the same backend (to ``precompute`` and ``query``), so a backend may keep it
-on its device; it must have ``.nbytes`` (the runtime bounds its cache with it). The runtime
-(:mod:`sair_deploy.inpainter`) calls
-``semantic`` once per image, ``appearance`` once per tile, ``precompute`` once per block and
-``query`` once per chunk of coordinates; see :mod:`sair_deploy.model.graphs` for the shapes.
+A *handle* is whatever the backend keeps on its device (a torch tensor, an ONNX Runtime
+``OrtValue``, a TensorRT device buffer). The runtime (:mod:`sair_deploy.inpainter`) uploads the
+image once, feeds graph outputs straight into the next graph, and downloads the result once; the
+only other things it hands a graph are small int64 vectors (numpy) that say what to compute.
+See :mod:`sair_deploy.model.graphs` for the graphs and their integer vectors.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..model.config import SAIRConfig
 
+Handle = Any
+
+# Queries per call that keep a CPU core's cache busy: with the paper's widths a call of 1024
+# queries keeps every hidden activation (4 x 1024 x 256 floats) near 4 MB, and the MLP runs at its
+# matrix-product rate instead of waiting on memory (bench/speed.py, 2-2.5x at scale 2).
+CPU_QUERY_CHUNK = 1024
+# Queries per call on a GPU: as many as a 512-pixel tile has at scale 2, so calls scale with tiles.
+GPU_QUERY_CHUNK = 1 << 20
+
+
+@dataclass
+class Counters:
+    """What the runtime asked of a backend: graph calls, bytes each way, time inside the backend."""
+
+    calls: int = 0
+    h2d_bytes: int = 0
+    d2h_bytes: int = 0
+    busy_s: float = 0.0
+    per_graph: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.calls = self.h2d_bytes = self.d2h_bytes = 0
+        self.busy_s = 0.0
+        self.per_graph = {}
+
+    def count(self, graph: str) -> None:
+        self.calls += 1
+        self.per_graph[graph] = self.per_graph.get(graph, 0) + 1
+
+
+class timed:
+    """Context manager adding the time spent inside a backend method to ``counters.busy_s``."""
+
+    def __init__(self, counters: Counters):
+        self.counters = counters
+
+    def __enter__(self) -> None:
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.counters.busy_s += time.perf_counter() - self.t
+
 
 @runtime_checkable
 class Backend(Protocol):
-    name: str  # "torch", "onnx-cpu", "onnx-cuda", "trt"
+    name: str  # "torch", "torch-cuda", "onnx-cpu", "onnx-cuda", "trt"
     config: SAIRConfig
+    precision: str  # "fp32", "fp16", ...
+    counters: Counters
+    query_chunk: int  # queries per query call this backend wants
 
-    def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray) -> np.ndarray:
-        """``(1,3,h,w), (1,1,h,w)`` -> SIR's precomputed first layer ``(1,hidden,h/16,w/16)``
-        (opaque: it only goes back into ``precompute``)."""
+    def upload(self, array: np.ndarray) -> Handle:
+        """Copy a host array to the device (counted in ``counters.h2d_bytes``)."""
 
-    def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Whole image ``(1,3,H,W)`` with holes filled (models whose ``fill`` is not ``"zero"``)."""
+    def download(self, handle: Handle) -> np.ndarray:
+        """Copy a device array back to the host (counted in ``counters.d2h_bytes``)."""
 
-    def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """``(1,3,H,W)`` in [0,1], ``(1,1,H,W)`` 1 = hole -> appearance features ``(1,C,H,W)``."""
+    def empty(self, rows: int) -> Handle:
+        """A float32 ``(rows, 3)`` device buffer that query calls write into."""
 
-    def precompute(self, app: np.ndarray, sem_pre: np.ndarray | None,
-                   centres: np.ndarray | None, pixel_cell: np.ndarray | None) -> np.ndarray:
-        """A block's AIR precompute ``(1,hidden,h,w)`` from ``app (1,C,h+2,w+2)``; the semantic
-        arguments are None for a model without the semantic branch (opaque: it only goes back
-        into ``query``)."""
+    def nbytes(self, handle: Handle) -> int:
+        """Device bytes a handle holds (the runtime bounds its tile cache with it)."""
 
-    def query(self, air_pre: np.ndarray, grid: np.ndarray, coord: np.ndarray,
-              cell: np.ndarray) -> np.ndarray:
-        """RGB ``(1,Q,3)`` at ``coord (1,Q,2)``; ``grid = [H, W, row0, col0]`` float32."""
+    def run(self, graph: str, *inputs: Handle | np.ndarray | None) -> Handle | tuple[Handle, ...]:
+        """Run ``graph`` on device handles and int64 plan vectors (``None`` inputs are skipped);
+        returns its output(s) as handles."""
 
-
-# Rows of the query MLP that stay in a CPU core's cache: with the paper's widths a call of 1024
-# queries keeps every hidden activation (4 x 1024 x 256 floats) near 4 MB, and the MLP runs at
-# its matrix-product rate instead of waiting on memory (bench/speed.py, 2-2.5x at scale 2).
-CPU_QUERY_CHUNK = 1024
-
-
-def in_pieces(run, coord: np.ndarray, piece: int | None) -> np.ndarray:
-    """``run(coord)`` over pieces of at most ``piece`` queries of ``coord (1, Q, 2)``,
-    concatenated: the same answers as one call (``None``: one call)."""
-    n = coord.shape[1]
-    if piece is None or n <= piece:
-        return run(coord)
-    return np.concatenate([run(coord[:, s:s + piece]) for s in range(0, n, piece)], axis=1)
-
-
-def query_in_pieces(run, air_pre, grid: np.ndarray, coord: np.ndarray, cell: np.ndarray,
-                    piece: int | None) -> np.ndarray:
-    """``run(air_pre, grid, coord, cell)`` computed in cache-sized pieces of the queries."""
-    return in_pieces(lambda c: run(air_pre, grid, c, cell), coord, piece)
+    def run_into(self, graph: str, out: Handle, start: int, count: int,
+                 *inputs: Handle | np.ndarray) -> None:
+        """Run a query graph whose output ``(1, count, 3)`` goes to rows ``start..start+count-1``
+        of ``out`` (a buffer from :meth:`empty`), without a copy where the backend can."""

@@ -1,4 +1,9 @@
-"""PyTorch backend: runs the same graph modules the exporter traces (imports torch)."""
+"""PyTorch backend: runs the same graph modules the exporter traces (imports torch).
+
+Handles are torch tensors on the backend's device; plan vectors stay on the host (the graphs
+read them as Python integers). ``device="meta"`` gives a stand-in that computes every shape and
+counts every call and byte but does no arithmetic (``bench/runtime.py``, the budget tests).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from ..model.config import SAIRConfig
-from .base import CPU_QUERY_CHUNK, query_in_pieces
+from .base import CPU_QUERY_CHUNK, GPU_QUERY_CHUNK, Counters, timed
 
 
 class TorchBackend:
-    """Runs :func:`sair_deploy.model.graphs.build_graphs` on CPU or CUDA.
+    """Runs :func:`sair_deploy.model.graphs.build_graphs` on CPU, CUDA (or meta).
 
-    Also offers the literal reference path (:meth:`reference_features`, :meth:`reference_query`)
-    for tests and benchmarks.
+    ``fp16`` runs the graphs under float16 autocast (CUDA): convolutions and matrix products in
+    half precision, coordinate and index arithmetic in float32. Also offers the literal reference
+    path (:meth:`reference_features`, :meth:`reference_query`) for tests and benchmarks.
     """
 
     def __init__(self, model, device: str = "cpu", fp16: bool = False):
@@ -31,13 +37,13 @@ class TorchBackend:
         self.config: SAIRConfig = model.cfg
         self.graphs = build_graphs(self.model)
         self.name = "torch" if self.device.type == "cpu" else f"torch-{self.device.type}"
-        # fp16 through autocast: convolutions and matrix products in half precision, while the
-        # coordinate and index arithmetic (floor, gathers' indices) stays in float32
         self.fp16 = fp16
+        self.precision = "fp16" if fp16 else "fp32"
         if fp16:
             self.name += "-fp16"
+        self.counters = Counters()
         # a GPU wants big calls; a CPU core wants the MLP's activations to fit its cache
-        self.query_piece = CPU_QUERY_CHUNK if self.device.type == "cpu" else None
+        self.query_chunk = CPU_QUERY_CHUNK if self.device.type == "cpu" else GPU_QUERY_CHUNK
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "TorchBackend":
@@ -45,32 +51,46 @@ class TorchBackend:
 
         return cls(load_checkpoint(path), device)
 
-    def _run(self, name: str, *arrays, keep: bool = False):
-        """Run graph ``name``; ``keep`` leaves the result on the device (an opaque handle that
-        only goes back into this backend), else it comes back as a float32 numpy array."""
+    # ---- memory ----------------------------------------------------------------------------
+    def upload(self, array: np.ndarray):
+        with timed(self.counters):
+            self.counters.h2d_bytes += array.nbytes
+            t = self._torch.from_numpy(np.ascontiguousarray(array))
+            if self.device.type == "meta":
+                return t.to("meta")
+            return t.to(self.device, non_blocking=False)
+
+    def download(self, handle) -> np.ndarray:
+        with timed(self.counters):
+            self.counters.d2h_bytes += handle.nbytes
+            if handle.device.type == "meta":
+                return np.zeros(tuple(handle.shape), dtype=_numpy_dtype(handle.dtype))
+            return handle.cpu().numpy()
+
+    def empty(self, rows: int):
+        return self._torch.empty((rows, 3), dtype=self._torch.float32, device=self.device)
+
+    def nbytes(self, handle) -> int:
+        return int(handle.nbytes)
+
+    # ---- graphs ----------------------------------------------------------------------------
+    def run(self, graph: str, *inputs):
         torch = self._torch
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=self.fp16):
-            args = [a if isinstance(a, torch.Tensor) else
-                    torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
-                    for a in arrays if a is not None]
-            out = self.graphs[name](*args)
-            return out if keep else out.float().cpu().numpy()
+        amp = "cpu" if self.device.type == "meta" else self.device.type
+        with timed(self.counters), torch.inference_mode(), \
+                torch.autocast(amp, torch.float16, enabled=self.fp16):
+            self.counters.count(graph)
+            args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+                    for a in inputs if a is not None]
+            out = self.graphs[graph](*args)
+            if isinstance(out, tuple):
+                return tuple(o.float() if o.is_floating_point() else o for o in out)
+            return out.float() if out.is_floating_point() else out
 
-    def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray):
-        return self._run("semantic", sem_image, sem_valid, keep=True)
-
-    def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run("fill", image, mask)
-
-    def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run("appearance", image, mask)
-
-    def precompute(self, app, sem_pre=None, centres=None, pixel_cell=None):
-        return self._run("precompute", app, sem_pre, centres, pixel_cell, keep=True)
-
-    def query(self, air_pre, grid, coord, cell) -> np.ndarray:
-        run = lambda *a: self._run("query", *a)  # noqa: E731
-        return query_in_pieces(run, air_pre, grid, coord, cell, self.query_piece)
+    def run_into(self, graph: str, out, start: int, count: int, *inputs) -> None:
+        rgb = self.run(graph, *inputs)
+        with timed(self.counters):
+            out[start:start + count] = rgb[0]
 
     # ---- the literal path of the paper --------------------------------------------------
     def reference_features(self, image, mask, sem_image=None, sem_valid=None):
@@ -85,3 +105,10 @@ class TorchBackend:
         with torch.inference_mode():
             c = torch.from_numpy(coord).to(self.device)
             return self.model.query(feats, c, torch.from_numpy(cell).to(self.device)).cpu().numpy()
+
+
+def _numpy_dtype(dtype) -> np.dtype:
+    import torch
+
+    return {torch.uint8: np.dtype(np.uint8), torch.int32: np.dtype(np.int32),
+            torch.int64: np.dtype(np.int64)}.get(dtype, np.dtype(np.float32))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import MLPConfig
-from .liif import ensemble, gather_latents, local_neighbours, scale_cell, unfold3x3
+from .liif import ensemble, gather_latents, local_neighbours, sample_base, scale_cell, unfold3x3
 from .mlp import MLP
 
 SemanticField = Callable[[Tensor], Tensor]  # centres (B, N, 2) -> S (B, N, D)
@@ -27,11 +27,12 @@ class AIR(nn.Module):
         self.mlp = MLP(app_dim * 9 + sem_dim + 4, 3, mlp.hidden, mlp.depth)
 
     def forward(self, app: Tensor, semantic: SemanticField | None, coord: Tensor,
-                cell: Tensor, base: Tensor | None = None) -> Tensor:
+                cell: Tensor, base: Tensor | None = None, base_kind: str = "bilinear") -> Tensor:
         """RGB at ``coord (B, Q, 2)`` from appearance features ``app (B, C, H, W)``.
 
-        With ``base (B, 3, H, W)`` (the filled image) each neighbour predicts a residual over its
-        pixel's base colour.
+        With ``base (B, 3, H, W)`` (the filled image) the prediction is a residual over the base
+        interpolated at ``x`` (``base_kind``: bilinear, i.e. each neighbour's own base colour under
+        the ensemble's weights, or bicubic).
         """
         size = app.shape[-2:]
         nb = local_neighbours(coord, size)
@@ -42,7 +43,5 @@ class AIR(nn.Module):
             s = semantic(nb.centre.reshape(b, q * 4, 2)).view(b, q, 4, -1)
             parts.append(s)
         c = scale_cell(cell, size).unsqueeze(-2).expand(*nb.rel_coord.shape)
-        pred = self.mlp(torch.cat(parts + [nb.rel_coord, c], dim=-1))
-        if base is not None:
-            pred = pred + gather_latents(base, nb.row, nb.col)
-        return ensemble(pred, nb.weight)
+        pred = ensemble(self.mlp(torch.cat(parts + [nb.rel_coord, c], dim=-1)), nb.weight)
+        return pred if base is None else pred + sample_base(base, coord, base_kind)

@@ -1,36 +1,101 @@
 """One small module per deployed graph, each with a fixed, flat signature (batch of 1).
 
-The torch backend runs these modules; the exporter traces exactly these modules to ONNX. The
-runtime calls them in this order: ``semantic`` (and ``fill``, for a push-pull model) once per
-image, ``appearance`` once per tile, ``precompute`` once per block, ``query`` once per chunk of
-coordinates.
+The torch backend runs these modules; the exporter traces exactly these modules to ONNX. Every
+graph's inputs are either what the host uploads once per image (the 8-bit image, the hole
+indices, the semantic encoder's 8-bit input) or what another graph produced, plus a few integers
+that say *what* to compute (a tile's windows, an output rectangle, a span of holes). Coordinates
+are made inside the graphs from those integers, so no coordinate array ever crosses to the device.
+
+Per image: ``prepare`` (and ``fill`` for a fill model, ``semantic`` for a semantic one); per
+tile: ``tile`` (AppEncoder + AIR's precompute on the tile); per call: ``query`` (a rectangle of
+output pixels) or ``query_holes`` (a span of the hole pixels, scale 1); once at the end:
+``composite`` (scale 1: the holes written into the 8-bit image) or ``assemble`` (scale > 1: the
+tiles' answers laid out as the 8-bit output image).
+
+Integer vectors (int64):
+
+* ``box`` (tile): ``[ir0, ih/4, ic0, iw/4, kr0, kh, kc0, kw, rh, rw, H, W, off_r, off_c]``: the
+  encoder's window (start, size in units of 4) and the kept window (start, size) in region
+  pixels, the region's true size, the full image's size and where the region starts in it.
+* ``rect`` (query): ``[oy0, oy1, ox0, ox1, OH, OW, H, W, pr0, pc0]``: output rows/cols answered,
+  the output and input sizes, and where ``air_pre``'s first pixel lies in the input image.
+* ``span`` (query_holes): ``[s, e, rw, H, W, off_r, off_c, pr0, pc0]``: holes ``s..e-1`` of the
+  region-flat ``holes`` list, the region's width, the image size, the region's offset and
+  ``air_pre``'s origin.
+* ``layout`` (assemble): ``[OH, OW]``; ``row_edges``/``col_edges``: the output rows/cols where
+  the tiles' answers start (and the end).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fast import FastSAIR
+from .liif import pixel_centres
 from .sair import SAIR
 
 
+def _ints(v: Tensor, n: int) -> list:
+    """The first ``n`` entries of an int64 vector as Python ints (symbolic while exporting)."""
+    vals = [v[i].item() for i in range(n)]
+    for x in vals:
+        torch._check(x >= 0)
+    return vals
+
+
+def to_unit(image_u8: Tensor) -> Tensor:
+    """8-bit values -> float32 in [0, 1]."""
+    return image_u8.to(torch.float32) / 255.0
+
+
+def to_u8(rgb: Tensor) -> Tensor:
+    """Float in [0, 1] (clipped here) -> 8 bits, rounded to nearest."""
+    return torch.round(rgb.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
+class PrepareGraph(nn.Module):
+    """``image (1,h,w,3) uint8``, ``holes (N+1,) int32`` (region-flat hole indices, then one
+    sentinel ``h*w``) -> ``image (1,3,hp,wp)`` in [0,1] and ``mask (1,1,hp,wp)`` (1 = hole), both
+    padded symmetrically at the bottom and right to multiples of 4 (the AppEncoder's stride)."""
+
+    def forward(self, image: Tensor, holes: Tensor) -> tuple[Tensor, Tensor]:
+        _, h, w, _ = image.shape
+        flat = torch.zeros(h * w + 1, dtype=torch.float32, device=image.device)
+        flat = flat.index_put((holes.long(),), torch.ones_like(holes, dtype=torch.float32))
+        mask = flat[: h * w].reshape(1, 1, h, w)
+        x = to_unit(image).permute(0, 3, 1, 2)
+        rows = _symmetric(h, (-h) % 4, image.device)
+        cols = _symmetric(w, (-w) % 4, image.device)
+        x = x.index_select(2, rows).index_select(3, cols)
+        mask = mask.index_select(2, rows).index_select(3, cols)
+        return x, mask
+
+
+def _symmetric(n, pad, device) -> Tensor:
+    """Indices ``0..n+pad-1`` of an axis padded symmetrically at its end (numpy's "symmetric")."""
+    i = torch.arange(n + pad, device=device)
+    return torch.where(i < n, i, 2 * n - 1 - i)
+
+
 class SemanticGraph(nn.Module):
-    """``sem_image (1,3,h,w)``, ``sem_valid (1,1,h,w)`` -> ``sem_pre (1,hidden_sir,h/16,w/16)``."""
+    """``sem_image (1,3,sh,sw) uint8`` (holes black), ``sem_valid (1,1,sh,sw) uint8`` (known
+    fraction) -> ``sem_pre (1,hidden_sir,sh/16,sw/16)``."""
 
     def __init__(self, model: SAIR):
         super().__init__()
         self.fast = FastSAIR(model)
 
     def forward(self, sem_image: Tensor, sem_valid: Tensor) -> Tensor:
-        emb, holes = self.fast.model.encode_semantic(sem_image, sem_valid)
+        emb, holes = self.fast.model.encode_semantic(to_unit(sem_image), to_unit(sem_valid))
         return self.fast.semantic_precompute(emb, holes)
 
 
 class FillGraph(nn.Module):
-    """``image (1,3,H,W)``, ``mask (1,1,H,W)`` -> the image with holes filled (``cfg.fill``).
+    """``image (1,3,h,w)``, ``mask (1,1,h,w)`` -> the image with holes filled (``cfg.fill``).
 
-    Runs once on the whole image (the fill is global), before the tiled AppEncoder."""
+    Runs once on the region (the fill is global), before the tiled AppEncoder."""
 
     def __init__(self, model: SAIR):
         super().__init__()
@@ -40,69 +105,153 @@ class FillGraph(nn.Module):
         return self.model.fill_holes(image, mask)
 
 
-class AppearanceGraph(nn.Module):
-    """``image (1,3,H,W)`` in [0,1] (filled, for a fill model), ``mask (1,1,H,W)`` ->
-    ``app (1,C,H,W)``; H, W multiples of 4. A residual model appends the image's 3 channels,
-    the base colours its queries add to."""
+class TileGraph(nn.Module):
+    """One tile: the AppEncoder on window ``box[0:4]`` of the (filled) region image, then AIR's
+    precomputed first layer on the kept window ``box[4:8]`` -> ``air_pre (1,hidden(+3),kh,kw)``.
 
-    def __init__(self, model: SAIR):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        app = self.model.encode_appearance(image, mask)
-        return torch.cat([app, image], dim=1) if self.model.cfg.residual else app
-
-
-class PrecomputeGraph(nn.Module):
-    """Per-block precompute of AIR's first layer.
-
-    ``app (1,C,h+2,w+2)`` (block plus a 1-pixel border, zeros outside the image),
-    ``sem_pre`` from :class:`SemanticGraph`, ``centres (1,h*w,2)`` the block's pixel centres,
-    ``pixel_cell (1,1,2)`` = ``(2/H, 2/W)`` -> ``air_pre (1,hidden_air,h,w)``.
+    The kept window lies inside the encoder's window by at least the encoder's receptive radius
+    wherever it does not touch the region's border, so its features equal a whole-image pass.
     """
 
     def __init__(self, model: SAIR):
         super().__init__()
         self.fast = FastSAIR(model)
 
-    def forward(self, app: Tensor, sem_pre: Tensor, centres: Tensor, pixel_cell: Tensor) -> Tensor:
-        term = self.fast.semantic_term(sem_pre, centres, pixel_cell)
+    def forward(self, image: Tensor, mask: Tensor, sem_pre: Tensor | None, box: Tensor) -> Tensor:
+        ir0, qh, ic0, qw, kr0, kh, kc0, kw, rh, rw = _ints(box, 10)
+        for v in (qh, qw, kh, kw):
+            torch._check_is_size(v)
+            torch._check(v >= 1)
+        # index_select with sizes that are plan integers themselves keeps every shape exact while
+        # exporting (slices would clamp); the encoder's window is 4*qh x 4*qw (its stride)
+        rows = torch.arange(4 * qh, device=image.device) + ir0
+        cols = torch.arange(4 * qw, device=image.device) + ic0
+        x = image.index_select(2, rows).index_select(3, cols)
+        m = mask.index_select(2, rows).index_select(3, cols)
+        app = self.fast.model.encode_appearance(x, m)
+        if self.fast.cfg.residual:  # the base colours ride along as 3 extra channels
+            app = torch.cat([app, x], dim=1)
+        # LIIF unfolds with zeros beyond the image: the kept window plus a 1-pixel border, with
+        # whatever lies past the region's true size (the stride padding, the outside) zeroed
+        r = torch.arange(kh + 2, device=app.device) + (kr0 - 1)  # region rows of the window
+        c = torch.arange(kw + 2, device=app.device) + (kc0 - 1)
+        app = F.pad(app, (1, 1, 1, 1)).index_select(2, r - (ir0 - 1)).index_select(3, c - (ic0 - 1))
+        inside = ((r >= 0) & (r < rh))[:, None] & ((c >= 0) & (c < rw))[None, :]
+        app = app * inside.to(app.dtype)
+        term = None
+        if sem_pre is not None:
+            size = box[10:12].to(app.device, torch.float32)  # S is read at the image's pixel centres
+            ys = pixel_centres(size[0], box[12] + kr0, kh)
+            xs = pixel_centres(size[1], box[13] + kc0, kw)
+            centres = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
+            term = self.fast.semantic_term(sem_pre, centres, (2.0 / size).reshape(1, 1, 2))
         return self.fast.appearance_precompute(app, term)
 
 
-class PrecomputeGraphNoSemantic(nn.Module):
-    """:class:`PrecomputeGraph` for the LIIF ablation: ``app`` -> ``air_pre``."""
+class TileGraphNoSemantic(TileGraph):
+    """:class:`TileGraph` for the LIIF ablation: ``image, mask, box`` -> ``air_pre``."""
 
-    def __init__(self, model: SAIR):
-        super().__init__()
-        self.fast = FastSAIR(model)
-
-    def forward(self, app: Tensor) -> Tensor:
-        return self.fast.appearance_precompute(app, None)
+    def forward(self, image: Tensor, mask: Tensor, box: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(image, mask, None, box)
 
 
 class QueryGraph(nn.Module):
-    """``air_pre (1,hidden,h,w)``, ``grid (4,) = [H, W, row0, col0]``, ``coord (1,Q,2)``,
-    ``cell (1,1,2)`` -> ``rgb (1,Q,3)`` (not clamped)."""
+    """RGB, clipped to [0, 1], of output rows ``rect[0]..rect[1]-1`` x cols ``rect[2]..rect[3]-1``
+    of an ``OH x OW`` rendering -> ``rgb (1, rows*cols, 3)`` (row-major)."""
 
     def __init__(self, model: SAIR):
         super().__init__()
         self.fast = FastSAIR(model)
 
-    def forward(self, air_pre: Tensor, grid: Tensor, coord: Tensor, cell: Tensor) -> Tensor:
-        return self.fast.query(air_pre, grid, coord, cell)
+    def forward(self, air_pre: Tensor, rect: Tensor) -> Tensor:
+        oy0, oy1, ox0, ox1 = _ints(rect, 4)
+        torch._check(oy1 > oy0)
+        torch._check(ox1 > ox0)
+        out_size = rect[4:6].to(air_pre.device, torch.float32)
+        ys = pixel_centres(out_size[0], rect[0], oy1 - oy0)
+        xs = pixel_centres(out_size[1], rect[2], ox1 - ox0)
+        coord = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
+        grid = rect[6:10].to(air_pre.device, torch.float32)
+        cell = (2.0 / out_size).reshape(1, 1, 2)
+        return self.fast.query(air_pre, grid, coord, cell).clamp(0.0, 1.0)
+
+
+class QueryHolesGraph(nn.Module):
+    """RGB, clipped to [0, 1], at holes ``span[0]..span[1]-1`` of the region-flat ``holes`` list
+    (scale 1: the output grid is the input grid) -> ``rgb (1, n, 3)``."""
+
+    def __init__(self, model: SAIR):
+        super().__init__()
+        self.fast = FastSAIR(model)
+
+    def forward(self, air_pre: Tensor, holes: Tensor, span: Tensor) -> Tensor:
+        s, e = _ints(span, 2)
+        torch._check(e > s)
+        torch._check(e <= holes.shape[0])
+        idx = holes[s:e].long()
+        rw = span[2]
+        size = span[3:5].to(air_pre.device, torch.float32)
+        rows = (idx // rw + span[5]).to(torch.float32)
+        cols = (idx % rw + span[6]).to(torch.float32)
+        coord = torch.stack([-1.0 + (2.0 * rows + 1.0) / size[0],
+                             -1.0 + (2.0 * cols + 1.0) / size[1]], dim=-1).unsqueeze(0)
+        grid = torch.cat([size, span[7:9].to(air_pre.device, torch.float32)])
+        cell = (2.0 / size).reshape(1, 1, 2)
+        return self.fast.query(air_pre, grid, coord, cell).clamp(0.0, 1.0)
+
+
+class CompositeGraph(nn.Module):
+    """Scale 1: ``image (1,h,w,3) uint8`` with its holes replaced by ``rgb (N,3)`` at
+    ``holes (N+1,)`` (the sentinel last) -> ``out (1,h,w,3) uint8``; known pixels untouched."""
+
+    def forward(self, image: Tensor, holes: Tensor, rgb: Tensor) -> Tensor:
+        _, h, w, _ = image.shape
+        # in float until the output: TensorRT takes 8-bit tensors only as inputs and outputs
+        flat = torch.cat([image.reshape(h * w, 3).to(torch.float32), rgb.new_zeros(1, 3)])
+        values = torch.cat([torch.round(rgb.clamp(0.0, 1.0) * 255.0), rgb.new_zeros(1, 3)])
+        flat = flat.index_put((holes.long(),), values)
+        return flat[: h * w].reshape(1, h, w, 3).to(torch.uint8)
+
+
+class AssembleGraph(nn.Module):
+    """Scale > 1: the tiles' answers ``rgb (M,3)``, laid out tile after tile (tile rows top to
+    bottom, tiles left to right, each tile's pixels row-major) -> ``out (1,OH,OW,3) uint8``.
+
+    ``row_edges (nr+1,)`` and ``col_edges (nc+1,)`` are the output rows/cols where tiles start
+    (then the end); tile ``(i, j)`` starts at ``row_edges[i]*OW + height_i*col_edges[j]``.
+    """
+
+    def forward(self, rgb: Tensor, row_edges: Tensor, col_edges: Tensor) -> Tensor:
+        oh = row_edges[-1].item()
+        ow = col_edges[-1].item()
+        torch._check(oh > 0)
+        torch._check(ow > 0)
+        row_edges, col_edges = row_edges.to(rgb.device), col_edges.to(rgb.device)
+        ys = torch.arange(oh, device=rgb.device)
+        xs = torch.arange(ow, device=rgb.device)
+        i = (ys[:, None] >= row_edges[None, 1:-1]).sum(1)  # tile row of each output row
+        j = (xs[:, None] >= col_edges[None, 1:-1]).sum(1)
+        top, height = row_edges[i], row_edges[i + 1] - row_edges[i]
+        left, width = col_edges[j], col_edges[j + 1] - col_edges[j]
+        idx = (top * ow)[:, None] + height[:, None] * left[None, :] \
+            + (ys - top)[:, None] * width[None, :] + (xs - left)[None, :]
+        return to_u8(rgb[idx.reshape(-1)]).reshape(1, oh, ow, 3)
 
 
 def build_graphs(model: SAIR) -> dict[str, nn.Module]:
     """The graphs a model deploys as, by name, in eval mode."""
     model = model.eval()
-    graphs: dict[str, nn.Module] = {"appearance": AppearanceGraph(model), "query": QueryGraph(model)}
+    sem = model.cfg.use_semantic
+    graphs: dict[str, nn.Module] = {
+        "prepare": PrepareGraph(),
+        "tile": TileGraph(model) if sem else TileGraphNoSemantic(model),
+        "query": QueryGraph(model),
+        "query_holes": QueryHolesGraph(model),
+        "composite": CompositeGraph(),
+        "assemble": AssembleGraph(),
+    }
     if model.cfg.fill != "zero":
         graphs["fill"] = FillGraph(model)
-    if model.cfg.use_semantic:
+    if sem:
         graphs["semantic"] = SemanticGraph(model)
-        graphs["precompute"] = PrecomputeGraph(model)
-    else:
-        graphs["precompute"] = PrecomputeGraphNoSemantic(model)
     return {k: v.eval() for k, v in graphs.items()}

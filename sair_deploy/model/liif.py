@@ -42,6 +42,15 @@ def grid_size(size: Sequence[int] | Tensor, like: Tensor) -> Tensor:
     return torch.stack([one * s for s in size])
 
 
+def pixel_centres(n: Tensor, start, count) -> Tensor:
+    """Centres of pixels ``start..start+count-1`` of an ``n``-pixel axis, in [-1, 1] (float32).
+
+    The in-graph twin of :func:`sair_deploy.coords.centres_1d`: the graphs make their query
+    coordinates from these few integers instead of receiving coordinate arrays."""
+    i = torch.arange(count, device=n.device).to(torch.float32) + start
+    return -1.0 + (2.0 * i + 1.0) / n
+
+
 def local_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> Neighbours:
     """Find the 4 latents of an ``h x w`` grid around each coordinate, with LIIF's weights.
 
@@ -101,3 +110,54 @@ def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
 def ensemble(pred: Tensor, weight: Tensor) -> Tensor:
     """Weighted sum over the 4 neighbours: ``pred (..., 4, C)``, ``weight (..., 4)``."""
     return (pred * weight.unsqueeze(-1)).sum(dim=-2)
+
+
+_CUBIC_A = -0.5  # Keys' cubic convolution with a = -0.5 (Catmull-Rom), as Pillow's BICUBIC
+
+
+def _cubic(d: Tensor) -> Tensor:
+    """Keys' cubic kernel at distances ``d >= 0``."""
+    a = _CUBIC_A
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def bicubic_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The 4x4 pixels of an ``h x w`` grid around each coordinate and their bicubic weights.
+
+    ``coord (..., Q, 2)`` -> ``row, col (..., Q, 16)`` int64 (clamped: the border is replicated)
+    and ``weight (..., Q, 16)`` (they sum to 1). At a pixel centre the weights pick that pixel.
+    """
+    hw = grid_size(size, coord)
+    p = (coord + 1) * hw / 2 - 0.5  # continuous position in pixels, centres on integers
+    f = torch.floor(p)
+    t = p - f
+    idx, wts = [], []
+    for k in (-1.0, 0.0, 1.0, 2.0):
+        idx.append(torch.minimum((f + k).clamp_min(0), hw - 1))
+        wts.append(_cubic((t - k).abs()))
+    idx = torch.stack(idx, dim=-1)  # (..., Q, 2, 4)
+    wts = torch.stack(wts, dim=-1)
+    row = idx[..., 0, :, None].expand(*idx.shape[:-2], 4, 4)
+    col = idx[..., 1, None, :].expand(*idx.shape[:-2], 4, 4)
+    weight = wts[..., 0, :, None] * wts[..., 1, None, :]
+    flat = lambda x: x.reshape(*x.shape[:-2], 16)  # noqa: E731
+    return flat(row).long(), flat(col).long(), flat(weight)
+
+
+def sample_base(base: Tensor, coord: Tensor, kind: str, origin: Tensor | None = None,
+                size: Sequence[int] | Tensor | None = None) -> Tensor:
+    """The base colours ``base (B, 3, h, w)`` interpolated at ``coord (B, Q, 2)``: ``kind`` is
+    ``"bilinear"`` (the local ensemble's weights) or ``"bicubic"``. ``size``/``origin``: the
+    full grid's size and where ``base``'s first pixel lies in it (a tile), default the base itself.
+    """
+    size = base.shape[-2:] if size is None else size
+    if kind == "bicubic":
+        row, col, weight = bicubic_neighbours(coord, size)
+    else:
+        nb = local_neighbours(coord, size)
+        row, col, weight = nb.row, nb.col, nb.weight
+    if origin is not None:
+        row, col = row - origin[0], col - origin[1]
+    return ensemble(gather_latents(base, row, col), weight)

@@ -88,7 +88,7 @@ class SAIR(nn.Module):
             h, w = feats.app.shape[-2:]
             pc = pixel_cell(h, w, coord)
             semantic = lambda centres: self.semantic_at(feats, centres, pc)  # noqa: E731
-        return self.air(feats.app, semantic, coord, cell, feats.base)
+        return self.air(feats.app, semantic, coord, cell, feats.base, self.cfg.base)
 
     def forward(self, image: Tensor, mask: Tensor, sem_image: Tensor | None,
                 sem_valid: Tensor | None, coord: Tensor, cell: Tensor) -> Tensor:
