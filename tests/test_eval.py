@@ -96,3 +96,47 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     res = CliRunner().invoke(cli, [str(tmp_path / "nope.safetensors"), str(tmp_path)])
     assert res.exit_code == 3 and "does not exist" in res.output
     assert res.output.strip().count("\n") == 0
+
+
+def test_sr_table_follows_the_protocol_through_the_runtime(tmp_path, tiny_checkpoint):
+    from sair_train.data import downsample
+    from sair_train.evaluate import checkpoint_upscaler, evaluate_sr, markdown_sr, sr_baselines
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray((_photo(i, 56) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    files = sorted(folder.iterdir())
+    methods = {"tiny": checkpoint_upscaler(tiny_checkpoint), **sr_baselines()}
+    report = evaluate_sr(methods, files, size=56, crop=48, scales=(2, 3, 4), progress=False)
+    assert set(report["results"]) == set(methods)
+    for per in report["results"].values():
+        assert list(per) == ["x2", "x3", "x4"]
+        assert all(e["n"] == 2 and np.isfinite([e["psnr"], e["ssim"]]).all() for e in per.values())
+    # the bicubic row by hand: centre 48 of the 56 square, Pillow down and up, skimage PSNR
+    expect = []
+    for f in files:
+        gt = np.asarray(Image.open(f).convert("RGB"))[4:52, 4:52]
+        low = np.asarray(Image.fromarray(gt).resize((16, 16), Image.Resampling.BICUBIC,
+                                                    reducing_gap=None))
+        up = np.asarray(Image.fromarray(low).resize((48, 48), Image.Resampling.BICUBIC))
+        expect.append(peak_signal_noise_ratio(gt, up, data_range=255))
+        assert np.array_equal(low, downsample(gt, (16, 16)))
+    assert report["results"]["Pillow bicubic"]["x3"]["psnr"] == pytest.approx(np.mean(expect))
+    bic = report["results"]["Pillow bicubic"]
+    assert bic["x2"]["psnr"] > bic["x4"]["psnr"]  # smaller inputs lose more
+    assert "x4 PSNR" in markdown_sr(report) and "Pillow Lanczos" in markdown_sr(report)
+
+    out = tmp_path / "sr"
+    res = CliRunner().invoke(cli, [tiny_checkpoint, str(folder), "--sr", "--size", "56",
+                                   "--sr-crop", "48", "--sr-scales", "2,4", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "sr_results.json").read_text())
+    assert saved["scales"] == [2, 4] and set(saved["results"]) == {"tiny", "Pillow bicubic",
+                                                                   "Pillow Lanczos"}
+    assert saved["results"]["tiny"]["x2"] == report["results"]["tiny"]["x2"]
+    assert (out / "sr_results.md").read_text().count("|---|") == 1
+    res = CliRunner().invoke(cli, [tiny_checkpoint, str(folder), "--sr", "--sr-crop", "50",
+                                   "-o", str(out)])
+    assert res.exit_code == 2 and "not divisible" in res.output
+    assert res.output.strip().count("\n") == 0

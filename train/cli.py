@@ -49,6 +49,14 @@ from .trainer import STAGES, TrainArgs
               help="Classical fill the encoders see in the holes [the config's].")
 @click.option("--residual/--no-residual", default=None,
               help="AIR predicts a residual over the fill [the config's].")
+@click.option("--base", type=click.Choice(["bilinear", "bicubic"]), default=None,
+              help="What AIR's residual is added to at scales > 1 [the config's].")
+@click.option("--sr-prob", type=click.FloatRange(0, 1), default=0.0,
+              help="Fraction of super-resolution samples: a crop downsampled by S in "
+                   "[1, --scale-max] (Pillow antialiased bicubic) is the input, the crop the "
+                   "ground truth, no holes.")
+@click.option("--sr-holes", type=click.FloatRange(0, 1), default=0.0,
+              help="Fraction of super-resolution samples that also get holes.")
 @click.option("--stage", type=click.Choice(STAGES), default="joint")
 @click.option("--sir-epochs", default=50, help="Epochs of the SIR stage in sir-then-air.")
 @click.option("--seed", default=0)

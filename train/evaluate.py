@@ -201,6 +201,119 @@ def markdown(report: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+# ---- super-resolution (--sr) -----------------------------------------------------------------
+Upscale = Callable[[np.ndarray, int], np.ndarray]  # (hxwx3 uint8, S) -> (S*h)x(S*w)x3 uint8
+SR_SCALES = (2, 3, 4)
+SR_CROP = 252  # divisible by 2, 3 and 4: the centre of each 256x256 evaluation square
+
+
+def _as_u8(img: np.ndarray) -> np.ndarray:
+    """The runtime's output as uint8, whether it returns uint8 or floats in [0, 1]."""
+    if img.dtype == np.uint8:
+        return img
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def checkpoint_upscaler(path: str, device: str = "cpu") -> Upscale:
+    """A function that upscales a whole image (an empty mask) by an integer factor through the
+    runtime users run, as ``sair-inpaint --scale S`` does."""
+    from sair_deploy.api import load_inpainter
+
+    inpainter = load_inpainter(path, backend="torch", device=device)
+
+    def run(low: np.ndarray, scale: int) -> np.ndarray:
+        inpainter.set_image(low.astype(np.float32) / 255.0, np.zeros(low.shape[:2], bool))
+        return _as_u8(inpainter.inpaint(float(scale)))
+
+    return run
+
+
+def pillow_upscaler(resample: Image.Resampling) -> Upscale:
+    """Pillow's resize by an integer factor (the classical peers of ``--sr``)."""
+    def run(low: np.ndarray, scale: int) -> np.ndarray:
+        h, w = low.shape[:2]
+        return np.asarray(Image.fromarray(low).resize((w * scale, h * scale), resample))
+
+    return run
+
+
+def sr_baselines() -> dict[str, Upscale]:
+    return {"Pillow bicubic": pillow_upscaler(Image.Resampling.BICUBIC),
+            "Pillow Lanczos": pillow_upscaler(Image.Resampling.LANCZOS)}
+
+
+def evaluate_sr(methods: dict[str, Upscale], files: list[Path], size: int = 256,
+                crop: int = SR_CROP, scales: tuple[int, ...] = SR_SCALES,
+                progress: bool = True) -> dict:
+    """Upscaling of known pixels: each image's ``size`` square (as the inpainting table uses),
+    its centre ``crop x crop`` is the ground truth, downsampled by S with Pillow's antialiased
+    bicubic (:func:`sair_train.data.downsample`, what ``--sr-prob`` trains on) and upscaled back by
+    every method; PSNR, SSIM and L1 against the ground truth per scale, as a JSON-able dict."""
+    from tqdm import tqdm
+
+    from .data import downsample
+
+    bad = [s for s in scales if s < 2 or crop % s]
+    if bad:
+        raise ValueError(f"--sr-crop {crop} is not divisible by scale(s) {bad} (or a scale < 2)")
+    if crop > size:
+        raise ValueError(f"--sr-crop {crop} is larger than --size {size}")
+    keys = [f"x{s}" for s in scales]
+    scores = {m: {k: [] for k in keys} for m in methods}
+    seconds = {m: 0.0 for m in methods}
+    off = (size - crop) // 2
+    for f in tqdm(files, desc="sr", disable=not progress, mininterval=2.0):
+        gt = np.round(load_square(f, size)[off:off + crop, off:off + crop] * 255).astype(np.uint8)
+        for s, key in zip(scales, keys):
+            low = downsample(gt, (crop // s, crop // s))
+            for name, run in methods.items():
+                t0 = time.perf_counter()
+                out = run(low, s)
+                seconds[name] += time.perf_counter() - t0
+                if out.shape != gt.shape:
+                    raise ValueError(f"{name} returned {out.shape} for x{s}, expected {gt.shape}")
+                scores[name][key].append(metrics(out, gt))
+    table = {name: {key: {**{k: float(np.mean([r[k] for r in recs])) for k in ("psnr", "ssim", "l1")},
+                          "n": len(recs)} for key, recs in per.items()}
+             for name, per in scores.items()}
+    return {"size": size, "crop": crop, "scales": list(scales), "images": len(files),
+            "protocol": "known pixels only: centre crop downsampled by S (Pillow antialiased "
+                        "bicubic), upscaled back by S, uint8, skimage PSNR/SSIM(7x7), L1 on [0,1]",
+            "seconds_per_image": {m: t / max(1, len(files) * len(scales))
+                                  for m, t in seconds.items()},
+            "results": table}
+
+
+def markdown_sr(report: dict) -> str:
+    """The ``--sr`` table as Markdown: one row per method, PSNR/SSIM per scale."""
+    keys = [f"x{s}" for s in report["scales"]]
+    rows = ["| Method | " + " | ".join(f"{k} PSNR↑ | {k} SSIM↑" for k in keys) + " |",
+            "|---|" + "---:|" * (2 * len(keys))]
+    for name, per in report["results"].items():
+        cells = [f"{per[k]['psnr']:.2f} | {per[k]['ssim']:.4f}" for k in keys]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    rows += ["", f"{report['images']} images, {report['crop']}x{report['crop']} centre crops; "
+                 f"{report['protocol']}."]
+    return "\n".join(rows) + "\n"
+
+
+def _run_sr(checkpoint: str, second: str | None, name: str | None, second_name: str | None,
+            files: list[Path], size: int, crop: int, scales: tuple[int, ...],
+            with_baselines: bool, out_dir: Path, device: str) -> None:
+    """``sair-eval --sr``: the upscaling table, printed and written as sr_results.json/.md."""
+    methods: dict[str, Upscale] = {name or _label(checkpoint): checkpoint_upscaler(checkpoint, device)}
+    if second:
+        methods[second_name or _label(second)] = checkpoint_upscaler(second, device)
+    if with_baselines:
+        methods.update(sr_baselines())
+    report = evaluate_sr(methods, files, size, crop, scales)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sr_results.json").write_text(json.dumps(report, indent=1))
+    md = markdown_sr(report)
+    (out_dir / "sr_results.md").write_text(md)
+    click.echo(md)
+
+
 def _label(path: str) -> str:
     p = Path(path)
     return p.parent.name if p.stem == "model" else p.stem
@@ -223,10 +336,15 @@ def _label(path: str) -> str:
               help="Output folder: results.json, results.md, examples/.")
 @click.option("--save-examples", default=0, help="Write N side-by-side PNGs.")
 @click.option("--device", default="cpu")
+@click.option("--sr", is_flag=True,
+              help="Instead of inpainting: upscaling of known pixels (downsampled by S, upscaled "
+                   "back) against Pillow bicubic and Lanczos; writes sr_results.json/.md.")
+@click.option("--sr-scales", default="2,3,4", help="Integer scales of --sr, comma-separated.")
+@click.option("--sr-crop", default=SR_CROP, help="Centre crop of --sr (divisible by each scale).")
 def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         second_name: str | None, size: int, seed: int, limit: int | None,
         with_baselines: bool, biharmonic: bool, out: str, save_examples: int,
-        device: str) -> None:
+        device: str, sr: bool, sr_scales: str, sr_crop: int) -> None:
     """Evaluate CHECKPOINT on the images under IMAGES (folder or list file)."""
     from sair_deploy.errors import SairError
 
@@ -236,6 +354,14 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         files = list_images([images])[:limit]
         if not files:
             raise click.UsageError(f"no images under {images}")
+        if sr:
+            try:
+                scales = tuple(int(v) for v in sr_scales.split(","))
+            except ValueError:
+                raise click.UsageError(f"--sr-scales {sr_scales!r}: give integers such as 2,3,4")
+            _run_sr(checkpoint, second, name, second_name, files, size, sr_crop, scales,
+                    with_baselines, Path(out), device)
+            return
         methods: dict[str, Inpaint] = {name or _label(checkpoint): checkpoint_inpainter(checkpoint, device)}
         if second:
             methods[second_name or _label(second)] = checkpoint_inpainter(second, device)
@@ -244,6 +370,9 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
     except SairError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
+    except ValueError as err:  # bad --sr settings
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
     out_dir = Path(out)
     report = evaluate(methods, files, size, seed, save_examples,
                       out_dir / "examples" if save_examples else None)

@@ -77,6 +77,9 @@ class TrainArgs:
     init: str | None = None  # start from this checkpoint's weights and config (fine-tuning)
     fill: str | None = None  # the classical fill under the holes (None: the config's)
     residual: bool | None = None  # AIR predicts a residual over the fill (None: the config's)
+    base: str | None = None  # what the residual is added to at scales > 1 (None: the config's)
+    sr_prob: float = 0.0  # fraction of super-resolution samples (known pixels, downsampled input)
+    sr_holes: float = 0.0  # fraction of those that also have holes
     stage: str = "joint"
     sir_epochs: int = 50  # first stage of sir-then-air
     seed: int = 0
@@ -143,7 +146,11 @@ def build_model(args: TrainArgs) -> SAIR:
 
 def _override(cfg: SAIRConfig, args: TrainArgs) -> SAIRConfig:
     """The config with the fill options of the command line applied."""
-    changes = {k: getattr(args, k) for k in ("fill", "residual") if getattr(args, k) is not None}
+    if args.base is not None and "base" not in {f.name for f in dataclasses.fields(cfg)}:
+        raise ValueError("--base needs a model config with a 'base' field (bilinear/bicubic base "
+                         "under the residual); this version of sair-deploy has none")
+    changes = {k: getattr(args, k) for k in ("fill", "residual", "base")
+               if getattr(args, k) is not None}
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -368,7 +375,8 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
                       scale_prob=args.scale_prob, hole_fraction=args.hole_fraction,
                       color_jitter=args.color_jitter, sem_max_side=model.cfg.semantic.max_side,
                       semantic_target=sem_target,
-                      patch=args.patch if args.ssim_weight > 0 else 0)
+                      patch=args.patch if args.ssim_weight > 0 else 0,
+                      sr_prob=args.sr_prob, sr_holes=args.sr_holes)
     masks = MaskFolder(args.masks) if args.masks else None
     train_set = InpaintingDataset(train_files, spec, args.seed, args.repeat, masks)
     val_set = ValidationDataset(val_files, spec, args.seed) if val_files else None
