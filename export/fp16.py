@@ -92,7 +92,9 @@ def convert_to_fp16(model: onnx.ModelProto, coordinate_inputs: Iterable[str] = (
     inits = {i.name: i for i in g.initializer}
     keep32 = _index_cone(nodes, types)
 
-    tainted = {i.name for i in g.input if types.get(i.name) == FLOAT and i.name not in coordinate_inputs}
+    # image features start at every input that is not a coordinate/plan input (8-bit images too,
+    # from their first Cast to float on)
+    tainted = {i.name for i in g.input if i.name not in coordinate_inputs}
     half: set[str] = set()  # tensors that are float16 after the rewrite
     casts: dict[tuple[str, int], str] = {}  # (tensor, to) -> name of its cast copy
     half_inits: dict[str, str] = {}
@@ -115,7 +117,7 @@ def convert_to_fp16(model: onnx.ModelProto, coordinate_inputs: Iterable[str] = (
     for node in nodes:
         float_in = [i for i, x in enumerate(node.input) if x and types.get(x) == FLOAT]
         float_out = [o for o in node.output if types.get(o) == FLOAT]
-        is_tainted = bool(float_out) and any(node.input[i] in tainted for i in float_in)
+        is_tainted = bool(float_out) and any(x in tainted for x in node.input if x)
         if is_tainted:
             tainted.update(float_out)
         run_half = (is_tainted and node.op_type not in fp32_ops

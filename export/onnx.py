@@ -48,7 +48,8 @@ GRAPH_IO: dict[str, GraphIO] = {
     "query": GraphIO(("air_pre", "rect"), ("rgb",), ("rect",)),
     "query_holes": GraphIO(("air_pre", "holes", "span"), ("rgb",), ("holes", "span")),
     "composite": GraphIO(("image", "holes", "rgb"), ("out",), ("holes",)),
-    "assemble": GraphIO(("rgb", "row_edges", "col_edges"), ("out",), ("row_edges", "col_edges")),
+    "assemble": GraphIO(("rgb", "out_size", "row_edges", "col_edges"), ("out",),
+                        ("out_size", "row_edges", "col_edges")),
 }
 # Layout and classical graphs: no learned weights, cheap, division- or rounding-heavy; the float16
 # export keeps them float32.
@@ -136,7 +137,7 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
                 "rgb": rand(7 + 3 * size, 3) * 1.2 - 0.1}
     if name == "assemble":
         rows, cols = [0, 5 + size, 9 + 2 * size], [0, 4, 11 + size, 13 + size]
-        return {"rgb": rand(rows[-1] * cols[-1], 3) * 1.2 - 0.1,
+        return {"rgb": rand(rows[-1] * cols[-1], 3) * 1.2 - 0.1, "out_size": _i64(rows[-1], cols[-1]),
                 "row_edges": _i64(*rows), "col_edges": _i64(*cols)}
     raise ValueError(f"unknown graph {name!r}")
 
@@ -171,7 +172,7 @@ def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | 
     if name == "query_holes":
         return {"air_pre": air, "holes": {0: Dim("n_holes", min=2, max=big)}, "span": None}
     if name == "assemble":
-        return {"rgb": {0: Dim("n_rgb", min=2, max=big)},
+        return {"rgb": {0: Dim("n_rgb", min=2, max=big)}, "out_size": None,
                 "row_edges": {0: Dim("n_row_edges", min=2, max=4096)},
                 "col_edges": {0: Dim("n_col_edges", min=2, max=4096)}}
     raise ValueError(f"unknown graph {name!r}")

@@ -54,10 +54,11 @@ def _diff(what: str, precision: str, a: np.ndarray, b: np.ndarray, limit_max=Non
 
 
 def graph_parity(model, backend, sizes: tuple[int, ...] = (1, 2)) -> list[Diff]:
-    """Every graph of ``backend`` vs the torch graphs of ``model`` on random inputs of ``sizes``."""
+    """Every graph of ``backend`` vs the torch graphs of ``model`` on random inputs of ``sizes``
+    (through the backend's own upload/run/download, as the runtime calls it)."""
     import torch
 
-    from sair_deploy.model.graphs import build_graphs
+    from sair_deploy.model.graphs import PLAN_INPUTS, build_graphs
 
     from .onnx import graph_io, sample_inputs
 
@@ -68,13 +69,20 @@ def graph_parity(model, backend, sizes: tuple[int, ...] = (1, 2)) -> list[Diff]:
         io = graph_io(name, model.cfg)
         for size in sizes:
             inputs = sample_inputs(name, model.cfg, size=size)
-            args = [inputs[k] for k in io.inputs]
+            names = [k for k in io.inputs if k in inputs]
             with torch.inference_mode():
-                ref = module(*args).float().numpy()
-            got = getattr(backend, name)(*[a.numpy() for a in args])
+                ref = module(*[inputs[k] for k in names])
+            ref = ref if isinstance(ref, tuple) else (ref,)
+            args = [inputs[k].numpy() if k in PLAN_INPUTS else backend.upload(inputs[k].numpy())
+                    for k in names]
+            got = backend.run(name, *args)
+            got = got if isinstance(got, tuple) else (got,)
             lim = FP32_MAX if precision == "fp32" else None
-            shape = "x".join(str(s) for s in args[0].shape[2:] if args[0].dim() == 4) or str(args[0].shape[1])
-            out.append(_diff(f"{name} {shape}", precision, ref, got, lim))
+            first = inputs[names[0]]
+            shape = "x".join(str(d) for d in first.shape[1:])
+            for o, r, g in zip(io.outputs, ref, got):
+                out.append(_diff(f"{name}.{o} {shape}", precision, r.float().numpy(),
+                                 backend.download(g).astype(np.float32), lim))
     return out
 
 
@@ -93,12 +101,11 @@ def synthetic_case(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def image_parity(model, backend, cases=((52, 44, 1.0), (40, 60, 1.7)), tile: int = 32,
-                 block: int = 16, chunk: int = 97, limits: tuple[float | None, float | None] | None = None,
+                 chunk: int = 97, limits: tuple[float | None, float | None] | None = None,
                  label: str | None = None) -> list[Diff]:
-    """Final images from ``backend`` vs the torch backend through the same :class:`Inpainter`.
-
-    Small tiles, blocks and chunks by default so tiling, block edges and chunking are exercised.
-    """
+    """Final images (float, before the 8-bit step) from ``backend`` vs the torch backend through
+    the same :class:`Inpainter`. Small tiles and chunks by default so tile edges and chunking are
+    exercised."""
     from sair_deploy.backends.torch_backend import TorchBackend
     from sair_deploy.inpainter import Inpainter
 
@@ -111,9 +118,9 @@ def image_parity(model, backend, cases=((52, 44, 1.0), (40, 60, 1.7)), tile: int
         image, mask = synthetic_case(h, w, seed=i)
         results = []
         for b in (ref_backend, backend):
-            inp = Inpainter(b, tile=tile, block=block, chunk=chunk)
+            inp = Inpainter(b, tile=tile, chunk=chunk)
             inp.set_image(image, mask)
-            results.append(inp.inpaint(scale))
+            results.append(inp.inpaint(scale, dtype=np.float32))
         ref = results[0] if scale != 1.0 else results[0][mask]
         unclipped = float(np.mean((ref > 0) & (ref < 1)))  # clipped pixels compare nothing
         out.append(_diff(f"image {w}x{h} x{scale:g} ({unclipped:.0%} in (0,1))"
@@ -143,7 +150,7 @@ def polygraphy_trt_vs_ort(export_dir: str | os.PathLike, manifest: dict, sizes: 
         feeds = []
         for size in sizes:
             inputs = sample_inputs(name, cfg, size=size)
-            feeds.append({k: inputs[k].numpy() for k in io.inputs})
+            feeds.append({k: inputs[k].numpy() for k in io.inputs if k in inputs})
         runners = [
             OnnxrtRunner(SessionFromOnnx(str(export_dir / manifest["graphs"][name]["files"]["fp32"][0]),
                                          providers=["CPUExecutionProvider"]), name="onnxrt"),
@@ -154,7 +161,7 @@ def polygraphy_trt_vs_ort(export_dir: str | os.PathLike, manifest: dict, sizes: 
             results, compare_func=CompareFunc.simple(atol=FP16_MAX, rtol=0.0, check_error_stat="max"))
         precision = section.get("precision", "?")
         for a, b in zip(results[0][1], results[1][1]):
-            out.append(_diff(f"trt-vs-ort {name}", precision, a[io.output], b[io.output],
+            out.append(_diff(f"trt-vs-ort {name}", precision, a[io.outputs[0]], b[io.outputs[0]],
                              FP16_MAX, FP16_MEAN))
         if not bool(accurate):
             out.append(Diff(f"polygraphy {name}", precision, float("inf"), float("inf"), FP16_MAX))

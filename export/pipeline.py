@@ -10,7 +10,7 @@ from typing import Any, Callable
 from sair_deploy.errors import InputError
 
 from sair_deploy import manifest as mf
-from .onnx import OPSET, export_all, graph_io, save_model
+from .onnx import FP32_GRAPHS, OPSET, export_all, graph_io, save_model
 
 # --check's images: a photo-sized one at scale 1 and a smaller one at scale 2 (height, width, scale)
 REAL_CASES = ((384, 512, 1.0), (200, 256, 2.0))
@@ -49,8 +49,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         proto = protos[name]
         io = graph_io(name, cfg)
         files = {"fp32": save_model(proto, out_dir / f"{name}.onnx")}
-        if fp16 and name == "fill":
-            files["fp16"] = files["fp32"]  # a cheap, division-heavy classical fill: kept float32
+        if fp16 and name in FP32_GRAPHS:
+            files["fp16"] = files["fp32"]  # layout and classical graphs: no weights, kept float32
         elif fp16:
             log(f"converting {name} to float16")
             files["fp16"] = save_model(convert_to_fp16(proto, io.coordinate_inputs),
@@ -106,7 +106,7 @@ def run_checks(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, manife
 
     model = load_checkpoint(checkpoint)
     diffs = []
-    real = dict(cases=REAL_CASES, tile=256, block=64, chunk=8192)  # several tiles and blocks
+    real = dict(cases=REAL_CASES, tile=256, chunk=8192)  # several tiles and query calls
     precisions = ["fp32"] + (["fp16"] if all("fp16" in g["files"] for g in manifest["graphs"].values()) else [])
     for precision in precisions:
         backend = OnnxBackend(out_dir, device="cpu", precision=precision)
@@ -117,7 +117,7 @@ def run_checks(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, manife
 
         rt = manifest["runtime"]
         diffs += parity.image_parity(model, TrtBackend(out_dir), cases=REAL_CASES, tile=rt["tile"],
-                                     block=rt["block"], chunk=rt["chunk"], label="trt",
+                                     chunk=rt["chunk"], label="trt",
                                      limits=(parity.FP16_MAX, parity.FP16_MEAN))
         if importlib.util.find_spec("polygraphy") is not None:
             diffs += parity.polygraphy_trt_vs_ort(out_dir, manifest)

@@ -3,7 +3,9 @@
 Networks are strongly typed (the precision is whatever the ONNX graph says: build from the
 ``--fp16`` graphs for float16 engines; TensorRT 10.12+/11 has no FP16 builder switch for such
 networks). Each engine has one optimisation profile covering the sizes the runtime feeds it
-(:func:`profiles`: AppEncoder tiles, query blocks, query chunks, the semantic grid), a shared
+(:func:`profiles`: regions up to the plan's largest side, tiles' kept windows, query chunks, the
+semantic grid; :func:`value_profiles`: the ranges of the plan vectors, which TensorRT reads as
+shape tensors), a shared
 timing cache speeds up rebuilds, and the workspace is capped. The manifest records the TensorRT
 version, the GPU and its compute capability; :mod:`sair_deploy.backends.trt_backend` refuses
 engines built elsewhere.
@@ -32,50 +34,73 @@ def _round_up(x: int, m: int) -> int:
     return int(math.ceil(x / m) * m)
 
 
+# largest values the plan vectors carry: image sides and output sides (a 400-megapixel output)
+_SIDE = 65536
+
+
 def profile_sizes(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, int]:
-    """The largest spatial sizes each graph sees at runtime with these tile/block/chunk sizes."""
-    radius = cfg.app.receptive_radius()
-    overlap = runtime.get("overlap") or radius + (-radius) % 4
+    """The sizes each graph sees at runtime with these tile/chunk sizes (the ``opt`` of a profile
+    is the steady state: a 1024-pixel image, full tiles, full chunks)."""
     ps = cfg.semantic.patch_size
-    block_region = runtime["block"] + 2 * runtime["margin"]  # a block with its query margin
     return {
-        "appearance": _round_up(runtime["tile"] + 2 * overlap, 4),  # tile core + context each side
+        "region": _round_up(runtime["max_side"], 4),  # the largest (padded) region
+        "keep": runtime["tile"] + 2 * runtime["margin"],  # a tile's kept window
         "semantic": max(ps, _round_up(cfg.semantic.max_side, ps)),
-        "block": block_region,
         "chunk": runtime["chunk"],
+        "opt_side": 1024,
     }
 
 
 def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
-    """``{graph: {input: (min, opt, max)}}`` for the dynamic inputs of every graph.
-
-    ``opt`` is the steady-state size (a full tile, a full block, a full chunk): edge tiles and
-    blocks are smaller, so ``min`` goes down to the smallest legal size.
-    """
+    """``{graph: {input: (min, opt, max)}}`` for the dynamic *shapes* of every graph's inputs."""
     s = profile_sizes(cfg, runtime)
     ps = cfg.semantic.patch_size
     base = 3 if cfg.residual else 0  # a residual model carries the base colours along
-    c, hid_sir, hid_air = cfg.app.out_channels + base, cfg.sir.hidden, cfg.air.hidden + base
-    a, sem, blk, q = s["appearance"], s["semantic"], s["block"], s["chunk"]
+    hid_sir, hid_air = cfg.sir.hidden, cfg.air.hidden + base
+    r, k, sem, q, o = s["region"], s["keep"], s["semantic"], s["chunk"], s["opt_side"]
+    pixels = r * r
+    holes = ((1,), (o * o // 3 + 1,), (pixels + 1,))  # hole indices + the sentinel
+    u8 = ((1, 1, 1, 3), (1, o, o, 3), (1, r, r, 3))
+    nchw = lambda c, lo: ((1, c, lo, lo), (1, c, o, o), (1, c, r, r))  # noqa: E731
+    air = ((1, hid_air, 1, 1), (1, hid_air, k, k), (1, hid_air, k, k))
     out: dict[str, Profile] = {
-        "appearance": {"image": ((1, 3, 4, 4), (1, 3, a, a), (1, 3, a, a)),
-                       "mask": ((1, 1, 4, 4), (1, 1, a, a), (1, 1, a, a))},
-        "precompute": {"app": ((1, c, 3, 3), (1, c, blk + 2, blk + 2), (1, c, blk + 2, blk + 2))},
-        "query": {"air_pre": ((1, hid_air, 1, 1), (1, hid_air, blk, blk), (1, hid_air, blk, blk)),
-                  "coord": ((1, 1, 2), (1, q, 2), (1, q, 2))},
+        "prepare": {"image": u8, "holes": holes},
+        "tile": {"image": nchw(3, 4), "mask": nchw(1, 4)},
+        "query": {"air_pre": air},
+        "query_holes": {"air_pre": air, "holes": holes},
+        "composite": {"image": u8, "holes": holes,
+                      "rgb": ((1, 3), (o * o // 3, 3), (pixels, 3))},
+        "assemble": {"rgb": ((1, 3), (4 * o * o, 3), (400_000_000, 3)),
+                     "row_edges": ((2,), (3,), (4097,)), "col_edges": ((2,), (3,), (4097,))},
     }
     if cfg.fill != "zero":
-        m = runtime.get("max_image_side", 4096)
-        o = min(1024, m)
-        out["fill"] = {"image": ((1, 3, 1, 1), (1, 3, o, o), (1, 3, m, m)),
-                       "mask": ((1, 1, 1, 1), (1, 1, o, o), (1, 1, m, m))}
+        out["fill"] = {"image": nchw(3, 4), "mask": nchw(1, 4)}
     if cfg.use_semantic:
         g = sem // ps
         out["semantic"] = {"sem_image": ((1, 3, ps, ps), (1, 3, sem, sem), (1, 3, sem, sem)),
                            "sem_valid": ((1, 1, ps, ps), (1, 1, sem, sem), (1, 1, sem, sem))}
-        out["precompute"]["sem_pre"] = ((1, hid_sir, 1, 1), (1, hid_sir, g, g), (1, hid_sir, g, g))
-        out["precompute"]["centres"] = ((1, 1, 2), (1, blk * blk, 2), (1, blk * blk, 2))
+        out["tile"]["sem_pre"] = ((1, hid_sir, 1, 1), (1, hid_sir, g, g), (1, hid_sir, g, g))
     return out
+
+
+def value_profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
+    """``{graph: {input: (min, opt, max)}}`` for the *values* of the plan vectors, which
+    TensorRT reads on the host as shape tensors (see :mod:`sair_deploy.model.graphs`)."""
+    s = profile_sizes(cfg, runtime)
+    r, k, q, t = s["region"], s["keep"], s["chunk"], runtime["tile"]
+    inner = (t + 2 * runtime.get("overlap", 0)) // 4
+    big = _SIDE
+    box = ((0, 1, 0, 1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0),
+           (0, inner, 0, inner, 0, k, 0, k, 1024, 1024, 1024, 1024, 0, 0),
+           (r, r // 4, r, r // 4, r, k, r, k, r, r, big, big, big, big))
+    rect = ((0, 1, 0, 1, 1, 1, 1, 1, 0, 0),
+            (0, 2, 0, 2 * t, 2048, 2048, 1024, 1024, 0, 0),
+            (big,) * 10)
+    span = ((0, 1, 1, 1, 1, 0, 0, 0, 0),
+            (0, min(q, t * t), 1024, 1024, 1024, 0, 0, 0, 0),
+            (r * r, r * r + 1, r, big, big, big, big, big, big))
+    return {"tile": {"box": box}, "query": {"rect": rect}, "query_holes": {"span": span},
+            "assemble": {"out_size": ((1, 1), (2048, 2048), (big, big))}}
 
 
 def check_available() -> tuple[Any, dict[str, str]]:
@@ -88,7 +113,7 @@ def check_available() -> tuple[Any, dict[str, str]]:
 
 
 def build_engine(trt, onnx_path: Path, profile: Profile, workspace_mb: int,
-                 timing_cache: bytes, log=print) -> tuple[bytes, bytes]:
+                 timing_cache: bytes, log=print, values: Profile | None = None) -> tuple[bytes, bytes]:
     """Build one strongly typed engine; returns (serialized engine, updated timing cache)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -104,8 +129,14 @@ def build_engine(trt, onnx_path: Path, profile: Profile, workspace_mb: int,
     cache = config.create_timing_cache(timing_cache)
     config.set_timing_cache(cache, ignore_mismatch=False)
     opt = builder.create_optimization_profile()
+    values = values or {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
+        if t.is_shape_tensor:  # a plan vector: TensorRT needs the range of its values
+            if t.name not in values:
+                raise RuntimeError(f"no value profile for shape input {t.name} of {onnx_path.name}")
+            lo, mid, hi = values[t.name]
+            opt.set_shape_input(t.name, lo, mid, hi)
         if any(d < 0 for d in t.shape):
             if t.name not in profile:
                 raise RuntimeError(f"no optimisation profile for dynamic input {t.name} of {onnx_path.name}")
@@ -129,15 +160,17 @@ def build_engines(export_dir: str | os.PathLike, cfg: SAIRConfig, onnx_files: di
     export_dir = Path(export_dir)
     cache_path = export_dir / TIMING_CACHE
     cache = cache_path.read_bytes() if cache_path.is_file() else b""
-    profs = profiles(cfg, runtime)
+    profs, vals = profiles(cfg, runtime), value_profiles(cfg, runtime)
     engines = {}
     for name, rel in onnx_files.items():
         log(f"building TensorRT engine for {name} ({precision})")
-        blob, cache = build_engine(trt, export_dir / rel, profs[name], workspace_mb, cache, log)
+        blob, cache = build_engine(trt, export_dir / rel, profs[name], workspace_mb, cache, log,
+                                   values=vals.get(name))
         out = f"{ENGINE_DIR}/{name}.engine"
         atomic_write(export_dir / out, lambda tmp, b=blob: Path(tmp).write_bytes(b))
         engines[name] = {"file": out, "source": rel,
-                         "profile": {k: [list(s) for s in v] for k, v in profs[name].items()}}
+                         "profile": {k: [list(s) for s in v] for k, v in profs[name].items()},
+                         "values": {k: [list(s) for s in v] for k, v in vals.get(name, {}).items()}}
     atomic_write(cache_path, lambda tmp: Path(tmp).write_bytes(cache))
     return {"tensorrt_version": trt.__version__, **gpu, "precision": precision,
             "workspace_mb": workspace_mb, "strongly_typed": True, "timing_cache": TIMING_CACHE,

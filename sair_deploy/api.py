@@ -77,9 +77,9 @@ def load_inpainter(model: str | Path | None = None, backend: str = "auto", devic
     """An :class:`Inpainter` ready for ``set_image`` (options go to :class:`Inpainter`; those left
     None take the sizes an export was built for, e.g. its TensorRT profiles, else the defaults)."""
     be = load_backend(model, backend, device)
-    sizes = getattr(be, "runtime_sizes", None) or {}
+    sizes = getattr(be, "runtime_sizes", None) or {}  # TensorRT: what its profiles cover
     options = {k: v for k, v in options.items() if v is not None}
-    for key in ("tile", "block", "chunk"):
+    for key in ("tile", "chunk"):
         if key in sizes and key not in options:
             options[key] = sizes[key]
     return Inpainter(be, **options)

@@ -20,10 +20,11 @@ from .backends.base import Backend
 from .coords import cell_for, make_coord, output_shape
 from .errors import InputError
 from .preprocess import semantic_input
-from .tiling import Tile, holes_by_tile, output_edges, plan_tiles, region_around
+from .tiling import RuntimePlan, Tile, holes_by_tile, output_edges, plan_tiles, region_around
 
 MAX_OUTPUT_PIXELS = 400_000_000  # beyond this an output is almost certainly a typo in --scale
-_MARGIN = 2  # input pixels around a tile's core that its queries' neighbours may reach (1 suffices)
+_PLAN = RuntimePlan()
+_MARGIN = _PLAN.margin  # input pixels around a tile's core that its queries' neighbours may reach
 # Known pixels kept around the holes at scale 1 beyond what the encoder reads, so the fill sees
 # the colours around each hole (the fill is the only part that reaches further).
 _FILL_CONTEXT = 32
@@ -70,7 +71,7 @@ class Inpainter:
     image's graph calls, bytes to and from the device and the host time outside the backend.
     """
 
-    def __init__(self, backend: Backend, tile: int = 512, overlap: int | None = None,
+    def __init__(self, backend: Backend, tile: int = _PLAN.tile, overlap: int | None = None,
                  chunk: int | None = None, cache_mb: int = 1024, progress: bool = False,
                  reference: bool = False):
         if tile % 4 or tile <= 0:
@@ -85,7 +86,7 @@ class Inpainter:
         self.config = backend.config
         self.tile = tile
         self.overlap = overlap
-        self.chunk = chunk or backend.query_chunk
+        self.chunk = chunk or backend.query_chunk  # the plan's chunk is the GPU backends' own
         self.cache_bytes = cache_mb * 2**20
         self.progress = progress
         self.reference = reference
@@ -252,8 +253,9 @@ class Inpainter:
                 rect = np.array([y, y1, ox0, ox1, out_h, out_w, h, w, t.keep[0], t.keep[2]], dtype=np.int64)
                 be.run_into("query", rgb, offset + (y - oy0) * (ox1 - ox0), (y1 - y) * (ox1 - ox0), air, rect)
         if dtype == np.uint8:
-            return be.download(be.run("assemble", rgb, np.array(row_edges, dtype=np.int64),
-                                      np.array(col_edges, dtype=np.int64)))[0]
+            edges = [be.upload(np.array(e, dtype=np.int64)) for e in (row_edges, col_edges)]
+            out_size = np.array([out_h, out_w], dtype=np.int64)
+            return be.download(be.run("assemble", rgb, out_size, *edges))[0]
         flat = be.download(rgb)
         out = np.empty((out_h, out_w, 3), dtype=np.float32)
         for i, j in todo:

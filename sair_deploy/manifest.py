@@ -21,7 +21,7 @@ from .files import atomic_write
 MANIFEST = "manifest.json"
 FORMAT = "sair-export"
 FORMAT_VERSION = 1
-GRAPH_ORDER = ("semantic", "fill", "appearance", "precompute", "query")
+GRAPH_ORDER = ("prepare", "semantic", "fill", "tile", "query", "query_holes", "composite", "assemble")
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -48,15 +48,10 @@ def package_versions(names: tuple[str, ...] = ("sair-deploy", "torch", "onnx", "
 
 
 def runtime_sizes() -> dict[str, int]:
-    """The runtime's default tile, block and chunk sizes (TensorRT profiles are built for them)."""
-    import inspect
+    """The runtime's default sizes (TensorRT profiles are built for them)."""
+    from .tiling import RuntimePlan
 
-    from . import inpainter
-
-    params = inspect.signature(inpainter.Inpainter.__init__).parameters
-    return {"tile": int(params["tile"].default), "block": int(params["block"].default),
-            "chunk": int(params["chunk"].default), "margin": int(getattr(inpainter, "_MARGIN", 2)),
-            "max_image_side": 4096}  # the fill graph sees the whole image
+    return RuntimePlan().to_dict()
 
 
 def value_info(vi) -> dict[str, Any]:

@@ -3,11 +3,26 @@ tile's answers go. Only integers come out of here; the graphs do the work."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from .coords import output_span
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    """The runtime's sizes, in one place: read by :class:`~sair_deploy.inpainter.Inpainter`, by
+    the exporter (TensorRT optimisation profiles cover them) and recorded in the manifest."""
+
+    tile: int = 512  # AppEncoder tile cores (pixels)
+    chunk: int = 1 << 20  # largest query call on a GPU (a 512-pixel tile at scale 2)
+    margin: int = 2  # pixels around a core that its queries' neighbours may reach
+    max_side: int = 16384  # largest region side the TensorRT profiles accept (prepare, fill)
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

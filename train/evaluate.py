@@ -37,7 +37,7 @@ def checkpoint_inpainter(path: str, device: str = "cpu") -> Inpaint:
 
     def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
         inpainter.set_image(img, mask)
-        return inpainter.inpaint(1.0)
+        return inpainter.inpaint(1.0, dtype=np.float32)
 
     return run
 
@@ -127,10 +127,29 @@ def load_square(path: Path, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.float32) / 255.0
 
 
+def _classical(task: tuple[str, bool, np.ndarray, np.ndarray]) -> tuple[np.ndarray, float]:
+    """One classical baseline on one masked image, in a worker process (``--jobs``)."""
+    name, biharmonic, masked, mask = task
+    t0 = time.perf_counter()
+    pred = baselines(biharmonic)[name](masked, mask)
+    return pred, time.perf_counter() - t0
+
+
+def _inputs(bucket: str, i: int, gt: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mask of image ``i`` in ``bucket`` and the masked image every method sees."""
+    mask = bucket_mask(bucket, i, (size, size), seed) > 0.5
+    return (gt * (1 - mask[..., None])).astype(np.float32), mask
+
+
 def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, seed: int = 0,
              examples: int = 0, examples_dir: Path | None = None,
-             progress: bool = True) -> dict:
-    """Run every method on every image x bucket; return the table as a JSON-able dict."""
+             progress: bool = True, jobs: int = 1) -> dict:
+    """Run every method on every image x bucket; return the table as a JSON-able dict.
+
+    ``jobs > 1`` runs the classical baselines in that many worker processes first (they are
+    CPU-bound and independent; the model runs in this process, on its device)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     lp = Lpips()
@@ -139,16 +158,30 @@ def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, se
     shown = {b: 0 for b in BUCKETS}
     quota = -(-examples // len(BUCKETS))  # ceil
     images = [(f, load_square(f, size)) for f in files]
-    jobs = [(b, i, f, img) for b in BUCKETS for i, (f, img) in enumerate(images)]
-    for bucket, i, f, gt in tqdm(jobs, desc="eval", disable=not progress, mininterval=2.0):
-        mask = bucket_mask(bucket, i, (size, size), seed) > 0.5
+    work = [(b, i, f, img) for b in BUCKETS for i, (f, img) in enumerate(images)]
+    done: dict[tuple[str, int], tuple[np.ndarray, float]] = {}
+    classical = [m for m in methods if m in baselines(True)]
+    if jobs > 1 and classical:
+        biharmonic = "scikit-image biharmonic" in methods
+        tasks = [(m, biharmonic, *_inputs(b, i, img, size, seed)) for m in classical
+                 for b, i, _, img in work]
+        with ProcessPoolExecutor(jobs) as ex:
+            results = list(tqdm(ex.map(_classical, tasks, chunksize=2), total=len(tasks),
+                                desc="baselines", disable=not progress, mininterval=2.0))
+        keys = [(m, w) for m in classical for w in range(len(work))]
+        done = dict(zip(keys, results))
+    for w, (bucket, i, f, gt) in enumerate(tqdm(work, desc="eval", disable=not progress, mininterval=2.0)):
+        masked, mask = _inputs(bucket, i, gt, size, seed)
         gt_u8 = np.round(gt * 255).astype(np.uint8)
-        masked = gt * (1 - mask[..., None])
         row = [np.where(mask[..., None], np.uint8(255), gt_u8)]
         for name, run in methods.items():
-            t0 = time.perf_counter()
-            pred = run(masked.astype(np.float32), mask)
-            seconds[name] += time.perf_counter() - t0
+            if (name, w) in done:
+                pred, took = done[(name, w)]
+            else:
+                t0 = time.perf_counter()
+                pred = run(masked, mask)
+                took = time.perf_counter() - t0
+            seconds[name] += took
             out = composite(pred, gt, mask)
             rec = metrics(out, gt_u8)
             if lp.available:
@@ -172,7 +205,7 @@ def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, se
                 else "unavailable"
             entry["n"] = len(recs)
             table[name][bucket] = entry
-    n_runs = max(1, len(jobs))
+    n_runs = max(1, len(work))
     return {"size": size, "seed": seed, "images": len(files), "buckets": list(BUCKETS),
             "protocol": "MISF: composited, uint8, skimage PSNR/SSIM(7x7), L1 on [0,1]",
             "seconds_per_image": {m: s / n_runs for m, s in seconds.items()},
@@ -336,6 +369,7 @@ def _label(path: str) -> str:
               help="Output folder: results.json, results.md, examples/.")
 @click.option("--save-examples", default=0, help="Write N side-by-side PNGs.")
 @click.option("--device", default="cpu")
+@click.option("--jobs", default=1, help="Worker processes for the classical baselines.")
 @click.option("--sr", is_flag=True,
               help="Instead of inpainting: upscaling of known pixels (downsampled by S, upscaled "
                    "back) against Pillow bicubic and Lanczos; writes sr_results.json/.md.")
@@ -344,7 +378,7 @@ def _label(path: str) -> str:
 def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         second_name: str | None, size: int, seed: int, limit: int | None,
         with_baselines: bool, biharmonic: bool, out: str, save_examples: int,
-        device: str, sr: bool, sr_scales: str, sr_crop: int) -> None:
+        device: str, jobs: int, sr: bool, sr_scales: str, sr_crop: int) -> None:
     """Evaluate CHECKPOINT on the images under IMAGES (folder or list file)."""
     from sair_deploy.errors import SairError
 
@@ -375,7 +409,7 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         sys.exit(2)
     out_dir = Path(out)
     report = evaluate(methods, files, size, seed, save_examples,
-                      out_dir / "examples" if save_examples else None)
+                      out_dir / "examples" if save_examples else None, jobs=jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
     md = markdown(report)

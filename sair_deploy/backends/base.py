@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..model.config import SAIRConfig
+from ..tiling import RuntimePlan
 
 Handle = Any
 
@@ -24,7 +25,7 @@ Handle = Any
 # matrix-product rate instead of waiting on memory (bench/speed.py, 2-2.5x at scale 2).
 CPU_QUERY_CHUNK = 1024
 # Queries per call on a GPU: as many as a 512-pixel tile has at scale 2, so calls scale with tiles.
-GPU_QUERY_CHUNK = 1 << 20
+GPU_QUERY_CHUNK = RuntimePlan().chunk
 
 
 @dataclass

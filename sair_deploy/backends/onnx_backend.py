@@ -1,7 +1,10 @@
 """ONNX Runtime backend: runs the graphs of a ``sair-export`` directory with numpy only (no torch).
 
-CUDA is used when onnxruntime-gpu is installed and sees a GPU, otherwise the CPU. The export's
-manifest is read first; the hashes of the graph files this backend loads are checked.
+Handles are ``OrtValue``s on the session's device, passed from graph to graph through IO binding:
+on CUDA nothing goes back to the host between the upload and the one download; query calls write
+their answers straight into rows of one output buffer. CUDA is used when onnxruntime-gpu is
+installed and sees a GPU, otherwise the CPU. The export's manifest is read first; the hashes of
+the graph files this backend loads are checked.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..model.config import SAIRConfig
-from .base import CPU_QUERY_CHUNK, query_in_pieces
+from .base import CPU_QUERY_CHUNK, GPU_QUERY_CHUNK, Counters, timed
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+_ELEM = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
+         "tensor(int64)": np.int64, "tensor(float16)": np.float16}
 
 
 def available_providers() -> list[str]:
@@ -43,6 +48,7 @@ class OnnxBackend:
             raise InputError(f"unknown device {device!r} for the ONNX backend (auto, cpu or cuda)")
         if precision not in ("auto", "fp32", "fp16"):
             raise InputError(f"unknown precision {precision!r} (auto, fp32 or fp16)")
+        self._ort = ort
         self.export_dir = Path(export_dir)
         has_cuda = _CUDA in available_providers()
         if device == "cuda" and not has_cuda:
@@ -65,7 +71,8 @@ class OnnxBackend:
             opts.intra_op_num_threads = threads
         providers = [_CUDA, _CPU] if use_cuda else [_CPU]
         self.sessions = {}
-        self._inputs: dict[str, list[str]] = {}
+        self._inputs: dict[str, list[tuple[str, type]]] = {}
+        self._outputs: dict[str, list[str]] = {}
         for name, rel in files.items():
             try:
                 sess = ort.InferenceSession(str(self.export_dir / rel), opts, providers=providers)
@@ -73,37 +80,68 @@ class OnnxBackend:
                 raise ModelError(f"ONNX Runtime cannot load {self.export_dir / rel}: "
                                  f"{str(exc).splitlines()[0][:200]}") from None
             self.sessions[name] = sess
-            self._inputs[name] = [i.name for i in sess.get_inputs()]
+            self._inputs[name] = [(i.name, _ELEM.get(i.type, np.float32)) for i in sess.get_inputs()]
+            self._outputs[name] = [o.name for o in sess.get_outputs()]
         if use_cuda and any(s.get_providers()[0] != _CUDA for s in self.sessions.values()):
             if device == "cuda":
                 raise InputError("ONNX Runtime could not start its CUDA provider (see its log); "
                                  "check the CUDA/cuDNN install or use --device cpu")
             self.name = "onnx-cpu"  # onnxruntime-gpu without a usable GPU falls back to the CPU
-        self.query_piece = CPU_QUERY_CHUNK if self.name == "onnx-cpu" else None
+        self._device = "cuda" if self.name == "onnx-cuda" else "cpu"
+        self.counters = Counters()
+        self.query_chunk = GPU_QUERY_CHUNK if self._device == "cuda" else CPU_QUERY_CHUNK
 
-    def _run(self, name: str, *arrays: np.ndarray | None) -> np.ndarray:
-        names = self._inputs[name]
-        feeds = {k: np.ascontiguousarray(a, dtype=np.float32) for k, a in zip(names, arrays)}
-        if len(feeds) != len(names):
-            raise InputError(f"graph {name} takes {names}, got {len(feeds)} arrays")
-        return self.sessions[name].run(None, feeds)[0]
+    # ---- memory ----------------------------------------------------------------------------
+    def upload(self, array: np.ndarray):
+        with timed(self.counters):
+            self.counters.h2d_bytes += array.nbytes
+            return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self._device, 0)
 
-    def semantic(self, sem_image: np.ndarray, sem_valid: np.ndarray) -> np.ndarray:
-        return self._run("semantic", sem_image, sem_valid)
+    def download(self, handle) -> np.ndarray:
+        with timed(self.counters):
+            out = handle.numpy()
+            self.counters.d2h_bytes += out.nbytes
+            return out
 
-    def fill(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run("fill", image, mask)
+    def empty(self, rows: int):
+        return self._ort.OrtValue.ortvalue_from_shape_and_type((rows, 3), np.float32, self._device, 0)
 
-    def appearance(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run("appearance", image, mask)
+    def nbytes(self, handle) -> int:
+        return int(np.prod(handle.shape())) * np.dtype(_ELEM.get(handle.data_type(), np.float32)).itemsize
 
-    def precompute(self, app: np.ndarray, sem_pre: np.ndarray | None = None,
-                   centres: np.ndarray | None = None, pixel_cell: np.ndarray | None = None) -> np.ndarray:
-        if not self.config.use_semantic:
-            return self._run("precompute", app)
-        return self._run("precompute", app, sem_pre, centres, pixel_cell)
+    # ---- graphs ----------------------------------------------------------------------------
+    def _bind(self, graph: str, inputs):
+        if graph not in self.sessions:
+            raise ModelError(f"this export has no {graph!r} graph: re-export it with this version "
+                             f"of sair-export")
+        binding = self.sessions[graph].io_binding()
+        inputs = [a for a in inputs if a is not None]
+        names = self._inputs[graph]
+        if len(inputs) != len(names):
+            raise InputError(f"graph {graph} takes {[n for n, _ in names]}, got {len(inputs)} arrays")
+        for (name, dtype), a in zip(names, inputs):
+            if isinstance(a, np.ndarray):  # a plan vector: a few integers from the host
+                a = np.ascontiguousarray(a, dtype=dtype)
+                self.counters.h2d_bytes += a.nbytes if self._device == "cuda" else 0
+                binding.bind_cpu_input(name, a)
+            else:
+                binding.bind_ortvalue_input(name, a)
+        return binding
 
-    def query(self, air_pre: np.ndarray, grid: np.ndarray, coord: np.ndarray,
-              cell: np.ndarray) -> np.ndarray:
-        run = lambda *a: self._run("query", *a)  # noqa: E731
-        return query_in_pieces(run, air_pre, grid, coord, cell, self.query_piece)
+    def run(self, graph: str, *inputs):
+        with timed(self.counters):
+            self.counters.count(graph)
+            binding = self._bind(graph, inputs)
+            for name in self._outputs[graph]:
+                binding.bind_output(name, self._device, 0)
+            self.sessions[graph].run_with_iobinding(binding)
+            outs = binding.get_outputs()
+            return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run_into(self, graph: str, out, start: int, count: int, *inputs) -> None:
+        with timed(self.counters):
+            self.counters.count(graph)
+            binding = self._bind(graph, inputs)
+            ptr = out.data_ptr() + start * 3 * 4  # rows of float32 RGB
+            binding.bind_output(self._outputs[graph][0], self._device, 0, np.float32, [1, count, 3], ptr)
+            self.sessions[graph].run_with_iobinding(binding)

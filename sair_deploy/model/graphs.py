@@ -22,8 +22,8 @@ Integer vectors (int64):
 * ``span`` (query_holes): ``[s, e, rw, H, W, off_r, off_c, pr0, pc0]``: holes ``s..e-1`` of the
   region-flat ``holes`` list, the region's width, the image size, the region's offset and
   ``air_pre``'s origin.
-* ``layout`` (assemble): ``[OH, OW]``; ``row_edges``/``col_edges``: the output rows/cols where
-  the tiles' answers start (and the end).
+* ``out_size`` (assemble): ``[OH, OW]``; ``row_edges``/``col_edges`` (not plan vectors: inputs
+  of any length): the output rows/cols where the tiles' answers start (and the end).
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ from torch import Tensor, nn
 from .fast import FastSAIR
 from .liif import pixel_centres
 from .sair import SAIR
+
+
+# Inputs that are plan vectors (a few integers the host hands every call; TensorRT reads them on
+# the host as shape tensors). Every other input is a device array.
+PLAN_INPUTS = frozenset({"box", "rect", "span", "out_size"})
 
 
 def _ints(v: Tensor, n: int) -> list:
@@ -217,13 +222,13 @@ class AssembleGraph(nn.Module):
     """Scale > 1: the tiles' answers ``rgb (M,3)``, laid out tile after tile (tile rows top to
     bottom, tiles left to right, each tile's pixels row-major) -> ``out (1,OH,OW,3) uint8``.
 
-    ``row_edges (nr+1,)`` and ``col_edges (nc+1,)`` are the output rows/cols where tiles start
-    (then the end); tile ``(i, j)`` starts at ``row_edges[i]*OW + height_i*col_edges[j]``.
+    ``out_size = [OH, OW]``; ``row_edges (nr+1,)`` and ``col_edges (nc+1,)`` are the output
+    rows/cols where tiles start (then the end); tile ``(i, j)`` starts at
+    ``row_edges[i]*OW + height_i*col_edges[j]``.
     """
 
-    def forward(self, rgb: Tensor, row_edges: Tensor, col_edges: Tensor) -> Tensor:
-        oh = row_edges[-1].item()
-        ow = col_edges[-1].item()
+    def forward(self, rgb: Tensor, out_size: Tensor, row_edges: Tensor, col_edges: Tensor) -> Tensor:
+        oh, ow = _ints(out_size, 2)
         torch._check(oh > 0)
         torch._check(ow > 0)
         row_edges, col_edges = row_edges.to(rgb.device), col_edges.to(rgb.device)
