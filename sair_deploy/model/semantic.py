@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import urllib.parse
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -92,7 +93,9 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
             return load_file(str(path))
         if is_torchscript(path):
             # TorchScript's own loader only rebuilds tensors and TorchScript modules.
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
