@@ -124,13 +124,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="untimed steps first [3 on a GPU, 0 on the CPU]")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--pool", type=int, default=4, help="distinct batches cycled through")
-    ap.add_argument("--no-channels-last", action="store_true",
-                    help="skip the bf16 + channels_last variant")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time bf16 + channels_last [on a GPU only]")
     args = ap.parse_args()
+    if args.warmup is None:
+        args.warmup = 0 if args.device == "cpu" else 3
+    if args.channels_last is None:
+        args.channels_last = args.device != "cpu"
 
     from sair_deploy.model.config import get_config
     from sair_deploy.model.sair import SAIR
@@ -148,7 +153,7 @@ def main() -> None:
     data_s = time.perf_counter() - t
 
     variants = [("float32", False, False), ("bf16 autocast", True, False)]
-    if not args.no_channels_last:
+    if args.channels_last:
         variants.append(("bf16 autocast + channels_last", True, True))
     rows = {}
     for name, amp, cl in variants:

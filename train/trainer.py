@@ -38,8 +38,8 @@ from sair_deploy.files import atomic_write
 from sair_deploy.model.checkpoint import read_config, read_metadata, save_checkpoint
 from sair_deploy.model.config import (SAIRConfig, TrainingRecipe, get_config, get_recipe,
                                       recipe_for)
-from sair_deploy.model.liif import ensemble, gather_latents, local_neighbours
 from sair_deploy.model.fast import FastSAIR
+from sair_deploy.model.liif import ensemble, gather_latents, local_neighbours
 from sair_deploy.model.sair import SAIR, Features, pixel_cell
 
 from .data import (InpaintingDataset, SampleSpec, ValidationDataset, list_images, split_files)
@@ -58,7 +58,7 @@ class TrainArgs:
     no_semantic: bool = False
     clip_weights: str | None = None
     clip_cache: str | None = None
-    train_clip: bool | None = None  # None: train the ViT only when it has no pretrained weights
+    train_clip: bool | None = None  # True: train the ViT too (None/False: frozen, as the paper)
     masks: str | None = None
     # None below: the training recipe's value (``recipe``, or the config's own recipe)
     recipe: str | None = None
@@ -194,8 +194,9 @@ def semantic_loss_on(args: TrainArgs, model: SAIR) -> bool:
     """The semantic loss needs a fixed, meaningful target: a pretrained CLIP tower that stays
     frozen. A random tower as its own target (or a tower trained towards its own output) has a
     trivial collapse, so the loss is off then and SIR learns through AIR's L1 alone."""
-    return bool(model.cfg.use_semantic and args.sem_weight > 0 and
-                clip_pretrained(args, model.cfg) and not _train_clip(args, model))
+    wanted = args.sem_weight > 0 or args.stage != "joint"  # SIR's own stage always uses it
+    return bool(model.cfg.use_semantic and wanted and clip_pretrained(args, model.cfg)
+                and not _train_clip(args, model))
 
 
 def check_semantic_setup(args: TrainArgs, model: SAIR) -> str | None:
