@@ -170,9 +170,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
         mem = "n/a" if np.isnan(r["peak_gb"]) else f"{r['peak_gb']:.2f}"
-        print(f"| {name} | {r['ips']:.1f} | {r['ms']:.0f} | {mem} | {r['loss']:.4f} |")
-    print(f"\ntrain_ips_fp32={rows['float32']['ips']:.2f} "
-          f"train_ips_bf16={rows['bf16 autocast']['ips']:.2f}")
+        print(f"| {name} | {r['ips']:.3g} | {r['ms']:.0f} | {mem} | {r['loss']:.4f} |")
+    print(f"\ntrain_ips_fp32={rows['float32']['ips']:.4g} "
+          f"train_ips_bf16={rows['bf16 autocast']['ips']:.4g}")
 
 
 if __name__ == "__main__":
