@@ -48,7 +48,8 @@ def sample_images(folder: Path, count: int = 8) -> list[Path]:
     rng = np.random.default_rng(0)
     for i in range(count):
         y, x = np.mgrid[0:320, 0:320] / 320
-        img = np.stack([x, y, 0.5 + 0.4 * np.sin(9 * x * y + i)], -1) + 0.1 * rng.random((320, 320, 3))
+        img = np.stack([x, y, 0.5 + 0.4 * np.sin(9 * x * y + i)], -1)
+        img = img + 0.1 * rng.random((320, 320, 3))
         path = folder / f"synthetic_{i}.png"
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path)
         files.append(path)

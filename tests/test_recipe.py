@@ -25,7 +25,8 @@ from sair_train.trainer import TrainArgs, TrainStep, resolve_recipe, run_trainin
 def _image(path: Path, size: int = 48, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
-    img = np.stack([x, y, 0.5 + 0.3 * np.sin(6 * x + seed)], -1) + 0.05 * rng.random((size, size, 3))
+    img = np.stack([x, y, 0.5 + 0.3 * np.sin(6 * x + seed)], -1)
+    img = img + 0.05 * rng.random((size, size, 3))
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path)
     return path

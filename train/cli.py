@@ -51,13 +51,15 @@ from .trainer import STAGES, TrainArgs
               help="Epochs between learning-rate halvings [recipe].")
 @click.option("--lr-gamma", type=float, default=None, help="[recipe]")
 @click.option("--sem-weight", default=1.0,
-              help="Weight of the semantic L1 loss (0 = off; on only with pretrained, frozen CLIP).")
+              help="Weight of the semantic L1 loss (0 = off; on only with pretrained, "
+                   "frozen CLIP).")
 @click.option("--sem-queries", default=1024,
               help="SIR reads per image (AIR's own read points) the semantic loss supervises.")
 @click.option("--amp", type=click.Choice(["off", "bf16"]), default="off",
               help="bfloat16 autocast for training (GPUs).")
 @click.option("--channels-last", is_flag=True,
-              help="Run the AppEncoder's convolutions in NHWC layout (faster with --amp bf16 on GPUs).")
+              help="Run the AppEncoder's convolutions in NHWC layout (GPUs; "
+                   "bench/train_throughput.py measures whether it helps).")
 @click.option("--ssim-weight", default=0.0,
               help="Weight of an SSIM loss on a dense patch over a hole (0 = off).")
 @click.option("--patch", default=32, help="Side of the SSIM patch in full-res pixels.")
