@@ -60,7 +60,7 @@ BASE_OPT=()
 export PYTHONUNBUFFERED=1
 
 echo "training $MINUTES min on $DEVICE: fill=$FILL base=${BASE:-config} data=$DATA -> $OUT"
-"${TRAIN[@]}" "$DATA" -o "$OUT" --config sair-small --no-semantic \
+"${TRAIN[@]}" "$DATA" -o "$OUT" --config sair-small --no-semantic --recipe liif-sr \
     --fill "$FILL" --residual "${BASE_OPT[@]}" \
     --size "$SIZE" --batch "$BATCH" --lr "$LR" --lr-step "$LR_STEP" --queries "$QUERIES" \
     --scale-max 4 --scale-prob "$SCALE_PROB" --sr-prob "$SR_PROB" \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,60 @@ def test_sr_table_follows_the_protocol_through_the_runtime(tmp_path, tiny_checkp
                                    "-o", str(out)])
     assert res.exit_code == 2 and "not divisible" in res.output
     assert res.output.strip().count("\n") == 0
+
+
+def _mask_file(path, ratio_blocks: int, side: int = 64) -> None:
+    """A 64x64 mask whose first ``ratio_blocks`` of 16 rows of 4-pixel blocks are white, so its
+    hole ratio (ratio_blocks/16) survives the nearest resize to 32x32."""
+    m = np.zeros((side, side), np.uint8)
+    m[: ratio_blocks * side // 16] = 255
+    Image.fromarray(m).save(path)
+
+
+def test_eval_with_a_mask_folder_buckets_and_pairs_as_documented(tmp_path, tiny_checkpoint):
+    from sair_train.evaluate import FolderMasks
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.fromarray((_photo(i, 48) * 255).astype(np.uint8)).save(imgs / f"{i}.png")
+    masks = tmp_path / "masks"
+    (masks / "sub").mkdir(parents=True)
+    ratios = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 6, "f": 8, "g": 0, "h": 13}  # of 16
+    for name, blocks in ratios.items():
+        _mask_file((masks / "sub" if name in "ce" else masks) / f"{name}.png", blocks)
+    # buckets (low, high]: 1,2,3/16 -> 0-20%; 4,6/16 -> 20-40%; 8/16 -> 40-60%; 0 and 13/16 unused
+    fm = FolderMasks(masks, 32, seed=5)
+    assert fm.buckets == list(BUCKETS) and fm.unused == 2
+    names = {b: sorted(fm.folder.files[i].stem for i in fm.members[b]) for b in fm.buckets}
+    assert names == {"0-20%": ["a", "b", "c"], "20-40%": ["d", "e"], "40-60%": ["f"]}
+
+    out = tmp_path / "eval"
+    args = [tiny_checkpoint, str(imgs), "--masks", str(masks), "--size", "32", "--seed", "5",
+            "--no-baselines", "-o", str(out)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "results.json").read_text())
+    assert report["buckets"] == list(BUCKETS)
+    files = sorted(str(p) for p in imgs.iterdir())
+    for bucket, pairs in report["pairs"].items():
+        assert [p[0] for p in pairs] == files  # every image once per bucket, in sorted order
+        order = [fm.folder.files[i].relative_to(masks).as_posix() for i in fm.members[bucket]]
+        # image i gets mask i mod n of the bucket's seeded order
+        assert [Path(p[1]).as_posix() for p in pairs] == [order[i % len(order)] for i in range(3)]
+        for _, mask_name in pairs:
+            low, high = BUCKETS[bucket]
+            assert low < ratios[Path(mask_name).stem] / 16 <= high
+        assert report["results"]["tiny"][bucket]["n"] == 3
+    assert "masks from" in (out / "results.md").read_text()
+    # the same command pairs the same way
+    res = CliRunner().invoke(cli, args[:-1] + [str(tmp_path / "again")])
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["pairs"] == report["pairs"]
+
+    # a folder with no usable mask is one line, exit 2
+    empty = tmp_path / "unusable"
+    empty.mkdir()
+    _mask_file(empty / "full.png", 16)
+    res = CliRunner().invoke(cli, [tiny_checkpoint, str(imgs), "--masks", str(empty), "--size",
+                                   "32", "--no-baselines", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "hole ratio" in res.output

@@ -160,10 +160,24 @@ def test_ddp_two_processes_keep_weights_in_sync(tmp_path):
     assert any(not torch.equal(a[k], init[k]) for k in a)  # training did change the weights
 
 
+def _clip_file(path: Path, seed: int = 0) -> Path:
+    """Random 'pretrained' weights for sair-tiny's ViT, as an open_clip state dict file."""
+    from safetensors.torch import save_file
+
+    from sair_deploy.model.config import get_config
+    from sair_deploy.model.semantic import build_visual
+
+    torch.manual_seed(seed)
+    vit = build_visual(get_config("sair-tiny").semantic)
+    save_file({f"visual.{k}": v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    return path
+
+
 def test_sir_then_air_freezes_sir_in_the_second_stage(tmp_path):
     img = _image(tmp_path / "d" / "a.png")
     # one image, repeat 2, batch 2: one step per epoch; SIR alone for 2 epochs, then AIR.
-    kw = dict(stage="sir-then-air", sir_epochs=2)
+    kw = dict(stage="sir-then-air", sir_epochs=2,
+              clip_weights=str(_clip_file(tmp_path / "clip.safetensors")))
     torch.manual_seed(1)
     init = build_model(_args(img.parent, tmp_path)).state_dict()
     _, first = run_training(_args(img.parent, tmp_path / "a", epochs=2, **kw))

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from sair_deploy.model.config import RECIPES
+
 from .trainer import STAGES, TrainArgs
 
 
@@ -21,25 +23,43 @@ from .trainer import STAGES, TrainArgs
               help="Local CLIP weights file (configs with a pretrained CLIP).")
 @click.option("--clip-cache", type=click.Path(), default=None, help="open_clip cache folder.")
 @click.option("--train-clip/--freeze-clip", default=None,
-              help="Train the ViT too [default: only when it has no pretrained weights].")
+              help="Train the ViT too (turns the semantic loss off) [frozen, as in the paper].")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None,
               help="Mask folder (white = hole) instead of generated masks.")
-@click.option("--size", default=128, help="Training crop size T (multiple of 16).")
-@click.option("--queries", default=2304, help="Query points per image.")
-@click.option("--scale-max", default=4.0, help="Largest super-resolution scale learned.")
-@click.option("--scale-prob", default=0.5, help="Fraction of samples at a scale > 1.")
-@click.option("--hole-fraction", default=0.5, help="Fraction of queries inside the hole.")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
+              help="Training defaults for every option below marked [recipe] "
+                   "[the config's: sair-b16 -> paper, sair-small/sair-tiny -> small].")
+@click.option("--size", type=int, default=None, help="Training size T (multiple of 16) [recipe].")
+@click.option("--crop", type=click.Choice(["whole", "zoom"]), default=None,
+              help="Whole images resized to T, or random windows at random zooms [recipe].")
+@click.option("--queries", type=int, default=None, help="Query points per image [recipe].")
+@click.option("--scale-max", type=float, default=None,
+              help="Largest super-resolution scale learned [recipe].")
+@click.option("--scale-prob", type=float, default=None,
+              help="Fraction of samples at a scale > 1 [recipe].")
+@click.option("--hole-fraction", type=float, default=None,
+              help="Fraction of queries forced inside the hole (0 = uniform pixels) [recipe].")
 @click.option("--color-jitter", default=0.0, help="Colour jitter strength (0 = off; 0.2 is mild).")
 @click.option("--repeat", default=1, help="Passes over the images per epoch.")
 @click.option("--val-count", default=4, help="Images split off DATA for validation.")
 @click.option("--val", "val", multiple=True, type=click.Path(exists=True),
               help="Validation images from another source (folder or list; no split of DATA).")
-@click.option("--batch", default=16, help="Global batch size.")
-@click.option("--epochs", default=200)
-@click.option("--lr", default=1e-4)
-@click.option("--lr-step", default=100, help="Epochs between learning-rate halvings.")
-@click.option("--lr-gamma", default=0.5)
-@click.option("--sem-weight", default=1.0, help="Weight of the semantic L1 loss (0 = off).")
+@click.option("--batch", type=int, default=None, help="Global batch size [recipe].")
+@click.option("--epochs", type=int, default=None, help="[recipe]")
+@click.option("--lr", type=float, default=None, help="[recipe]")
+@click.option("--lr-step", type=int, default=None,
+              help="Epochs between learning-rate halvings [recipe].")
+@click.option("--lr-gamma", type=float, default=None, help="[recipe]")
+@click.option("--sem-weight", default=1.0,
+              help="Weight of the semantic L1 loss (0 = off; on only with pretrained, "
+                   "frozen CLIP).")
+@click.option("--sem-queries", default=1024,
+              help="SIR reads per image (AIR's own read points) the semantic loss supervises.")
+@click.option("--amp", type=click.Choice(["off", "bf16"]), default="off",
+              help="bfloat16 autocast for training (GPUs).")
+@click.option("--channels-last", is_flag=True,
+              help="Run the AppEncoder's convolutions in NHWC layout (GPUs; "
+                   "bench/train_throughput.py measures whether it helps).")
 @click.option("--ssim-weight", default=0.0,
               help="Weight of an SSIM loss on a dense patch over a hole (0 = off).")
 @click.option("--patch", default=32, help="Side of the SSIM patch in full-res pixels.")

@@ -1,7 +1,8 @@
 """Training and validation samples: an image crop, a hole mask, the semantic encoder's input and
 a set of query coordinates with their ground-truth colours.
 
-Scale ``s >= 1`` is learned the LIIF way: a crop of ``s*T`` pixels is the ground truth, the model
+A sample is the whole image resized to ``T x T`` (``crop="whole"``, the paper's recipe) or a
+random window at a random zoom (``crop="zoom"``). Scale ``s >= 1`` is learned the LIIF way: a crop of ``s*T`` pixels is the ground truth, the model
 sees it downsampled to ``T x T`` (the training size) and is queried at the crop's full-resolution
 pixel centres. Every random choice of a sample comes from a generator seeded by
 ``(seed, epoch, index)``, so a resumed run draws exactly the samples it would have drawn.
@@ -96,7 +97,8 @@ class SampleSpec:
     scale_max: float = 1.0  # super-resolution scales drawn uniformly in [1, scale_max]
     scale_prob: float = 0.5  # fraction of samples drawn at a scale > 1 (when scale_max > 1)
     hole_fraction: float = 0.5  # fraction of the queries drawn inside the hole
-    min_zoom: float = 0.25  # crops cover between this and 1 of the image's native resolution
+    crop: str = "zoom"  # "whole": the whole image resized; "zoom": a random window, random zoom
+    min_zoom: float = 0.25  # zoom crops cover between this and 1 of the image's native resolution
     hflip: bool = True
     color_jitter: float = 0.0  # brightness/contrast/saturation/per-channel gain drawn in [1-j, 1+j]
     sem_max_side: int = 224
@@ -113,6 +115,8 @@ class InpaintingDataset(Dataset):
                  masks: MaskFolder | None = None):
         if not files:
             raise ValueError("no training images")
+        if spec.crop not in ("whole", "zoom"):
+            raise ValueError(f"crop must be 'whole' or 'zoom', got {spec.crop!r}")
         if spec.size % 16:
             raise ValueError(f"training size {spec.size} must be a multiple of 16")
         self.files, self.spec, self.seed, self.repeat, self.masks = files, spec, seed, repeat, masks
@@ -217,7 +221,10 @@ class InpaintingDataset(Dataset):
                     hole_full[y0:y0 + p, x0:x0 + p].reshape(-1, 1).astype(np.float32)))}
 
     def _crop(self, img: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
-        """A ``crop x crop`` window at a random zoom (multi-scale crops from every source)."""
+        """A ``crop x crop`` window at a random zoom (multi-scale crops from every source), or the
+        whole image resized (``crop="whole"``)."""
+        if self.spec.crop == "whole":
+            return _resize(img, (crop, crop))
         h, w = img.shape[:2]
         lo = min(crop, h, w)  # native resolution (or the whole image when it is smaller)
         hi = min(h, w, max(lo, int(crop / self.spec.min_zoom)))

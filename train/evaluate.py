@@ -2,7 +2,11 @@
 checkpoint, an optional second checkpoint and the classical baselines.
 
 Protocol (MISF's): every image is centre-cropped to a square and resized to ``size x size``;
-mask ``i`` of each bucket is drawn deterministically (:func:`sair_train.masks.bucket_mask`);
+mask ``i`` of each bucket is drawn deterministically (:func:`sair_train.masks.bucket_mask`), or,
+with ``--masks DIR`` (NVIDIA's irregular masks, as the paper), taken from a mask folder: every
+mask is resized to ``size x size`` (nearest), binarised, and put in the bucket of its hole ratio
+(masks outside 0-60% are not used); the masks of a bucket are shuffled by a permutation seeded by
+``(seed, bucket)`` and image ``i`` (in sorted order) gets mask ``i mod n`` of that order;
 outputs are composited (``pred * mask + gt * (1 - mask)``) and quantised to uint8; PSNR and SSIM
 are scikit-image's (``data_range=255``, 7x7 window), L1 is the mean absolute error on [0, 1];
 every metric is a per-image mean. LPIPS needs VGG weights that cannot be downloaded here: it is
@@ -23,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .masks import BUCKETS, bucket_mask
+from .masks import BUCKETS, MaskFolder, bucket_mask
 
 Inpaint = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (HxWx3 float [0,1], HxW bool) -> HxWx3
 
@@ -115,6 +119,54 @@ class Lpips:
 
 
 # ---- data ------------------------------------------------------------------------------------
+class GeneratedMasks:
+    """Mask ``i`` of each bucket drawn by :func:`bucket_mask` (the default protocol)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.buckets = list(BUCKETS)
+        self.description = f"generated irregular masks, seed {seed}"
+
+    def mask(self, bucket: str, index: int) -> tuple[np.ndarray, str]:
+        """The boolean hole mask of image ``index`` in ``bucket`` and its name."""
+        m = bucket_mask(bucket, index, (self.size, self.size), self.seed) > 0.5
+        return m, f"generated:{bucket}:{index}"
+
+
+class FolderMasks:
+    """A mask folder bucketed by hole ratio, paired with images deterministically.
+
+    Each mask is resized to ``size x size`` (nearest) and binarised (white = hole, or black with
+    ``invert``); its hole ratio puts it in a bucket ``(low, high]`` of :data:`BUCKETS`; masks
+    outside every bucket (empty, or over 60%) are left out. Within a bucket the masks (sorted by
+    path) are shuffled by a permutation seeded by ``(seed, bucket index)``; image ``i`` gets mask
+    ``i mod n`` of that order. Buckets without masks are left out of the table.
+    """
+
+    def __init__(self, root: str | Path, size: int, seed: int = 0, invert: bool = False):
+        self.folder = MaskFolder(root, invert=invert)
+        self.size = size
+        ratios = [float(self.folder.load(i, (size, size)).mean()) for i in range(len(self.folder))]
+        self.members: dict[str, list[int]] = {}
+        for k, (name, (low, high)) in enumerate(BUCKETS.items()):
+            idx = [i for i, r in enumerate(ratios) if low < r <= high]
+            if idx:
+                order = np.random.default_rng([seed, k, 23]).permutation(len(idx))
+                self.members[name] = [idx[j] for j in order]
+        self.buckets = list(self.members)
+        self.unused = len(ratios) - sum(len(v) for v in self.members.values())
+        counts = ", ".join(f"{b}: {len(v)}" for b, v in self.members.items())
+        self.description = (f"masks from {root} ({counts}; {self.unused} outside the buckets), "
+                            f"pairing seed {seed}")
+
+    def mask(self, bucket: str, index: int) -> tuple[np.ndarray, str]:
+        """The boolean hole mask of image ``index`` in ``bucket`` and its file's path."""
+        members = self.members[bucket]
+        i = members[index % len(members)]
+        m = self.folder.load(i, (self.size, self.size)) > 0.5
+        return m, str(self.folder.files[i].relative_to(self.folder.root))
+
+
 def load_square(path: Path, size: int) -> np.ndarray:
     """Centre square of an image resized to ``size x size``, float32 [0, 1]."""
     with Image.open(path) as im:
@@ -135,35 +187,40 @@ def _classical(task: tuple[str, bool, np.ndarray, np.ndarray]) -> tuple[np.ndarr
     return pred, time.perf_counter() - t0
 
 
-def _inputs(bucket: str, i: int, gt: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The mask of image ``i`` in ``bucket`` and the masked image every method sees."""
-    mask = bucket_mask(bucket, i, (size, size), seed) > 0.5
-    return (gt * (1 - mask[..., None])).astype(np.float32), mask
+def _inputs(masks, bucket: str, i: int, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """The mask of image ``i`` in ``bucket``, the masked image every method sees, the mask's name."""
+    mask, name = masks.mask(bucket, i)
+    return (gt * (1 - mask[..., None])).astype(np.float32), mask, name
 
 
 def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, seed: int = 0,
              examples: int = 0, examples_dir: Path | None = None,
-             progress: bool = True, jobs: int = 1) -> dict:
+             progress: bool = True, jobs: int = 1,
+             masks: GeneratedMasks | FolderMasks | None = None) -> dict:
     """Run every method on every image x bucket; return the table as a JSON-able dict.
 
-    ``jobs > 1`` runs the classical baselines in that many worker processes first (they are
-    CPU-bound and independent; the model runs in this process, on its device)."""
+    ``masks`` gives mask ``i`` of each bucket (default: generated with ``seed``). ``jobs > 1``
+    runs the classical baselines in that many worker processes first (they are CPU-bound and
+    independent; the model runs in this process, on its device)."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
+    masks = masks or GeneratedMasks(size, seed)
+    buckets = masks.buckets
     lp = Lpips()
-    scores = {m: {b: [] for b in BUCKETS} for m in methods}
+    scores = {m: {b: [] for b in buckets} for m in methods}
     seconds = {m: 0.0 for m in methods}
-    shown = {b: 0 for b in BUCKETS}
-    quota = -(-examples // len(BUCKETS))  # ceil
+    shown = {b: 0 for b in buckets}
+    pairs: dict[str, list[list[str]]] = {b: [] for b in buckets}
+    quota = -(-examples // max(1, len(buckets)))  # ceil
     images = [(f, load_square(f, size)) for f in files]
-    work = [(b, i, f, img) for b in BUCKETS for i, (f, img) in enumerate(images)]
+    work = [(b, i, f, img) for b in buckets for i, (f, img) in enumerate(images)]
     done: dict[tuple[str, int], tuple[np.ndarray, float]] = {}
     classical = [m for m in methods if m in baselines(True)]
     if jobs > 1 and classical:
         biharmonic = "scikit-image biharmonic" in methods
-        tasks = [(m, biharmonic, *_inputs(b, i, img, size, seed)) for m in classical
+        tasks = [(m, biharmonic, *_inputs(masks, b, i, img)[:2]) for m in classical
                  for b, i, _, img in work]
         with ProcessPoolExecutor(jobs) as ex:
             results = list(tqdm(ex.map(_classical, tasks, chunksize=2), total=len(tasks),
@@ -171,7 +228,8 @@ def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, se
         keys = [(m, w) for m in classical for w in range(len(work))]
         done = dict(zip(keys, results))
     for w, (bucket, i, f, gt) in enumerate(tqdm(work, desc="eval", disable=not progress, mininterval=2.0)):
-        masked, mask = _inputs(bucket, i, gt, size, seed)
+        masked, mask, mask_name = _inputs(masks, bucket, i, gt)
+        pairs[bucket].append([str(f), mask_name])
         gt_u8 = np.round(gt * 255).astype(np.uint8)
         row = [np.where(mask[..., None], np.uint8(255), gt_u8)]
         for name, run in methods.items():
@@ -190,7 +248,7 @@ def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, se
             row.append(out)
         # examples spread over the buckets, a different image in each
         if examples_dir is not None and shown[bucket] < quota and \
-                sum(shown.values()) < examples and (i + list(BUCKETS).index(bucket)) % 2 == 0:
+                sum(shown.values()) < examples and (i + buckets.index(bucket)) % 2 == 0:
             examples_dir.mkdir(parents=True, exist_ok=True)
             n = sum(shown.values())
             Image.fromarray(np.concatenate(row + [gt_u8], axis=1)).save(
@@ -206,7 +264,8 @@ def evaluate(methods: dict[str, Inpaint], files: list[Path], size: int = 256, se
             entry["n"] = len(recs)
             table[name][bucket] = entry
     n_runs = max(1, len(work))
-    return {"size": size, "seed": seed, "images": len(files), "buckets": list(BUCKETS),
+    return {"size": size, "seed": seed, "images": len(files), "buckets": buckets,
+            "masks": masks.description, "pairs": pairs,
             "protocol": "MISF: composited, uint8, skimage PSNR/SSIM(7x7), L1 on [0,1]",
             "seconds_per_image": {m: s / n_runs for m, s in seconds.items()},
             "examples_columns": ["input (hole white)", *methods, "ground truth"],
@@ -230,7 +289,7 @@ def markdown(report: dict) -> str:
     n = report["images"]
     rows.append("")
     rows.append(f"{n} images x {len(buckets)} buckets at {report['size']}x{report['size']}, "
-                f"mask seed {report['seed']}; {report['protocol']}.")
+                f"{report.get('masks', 'mask seed %d' % report['seed'])}; {report['protocol']}.")
     return "\n".join(rows) + "\n"
 
 
@@ -360,7 +419,11 @@ def _label(path: str) -> str:
 @click.option("--name", default=None, help="Row label of CHECKPOINT [its run folder].")
 @click.option("--second-name", default=None, help="Row label of --second.")
 @click.option("--size", default=256, help="Evaluation size (square).")
-@click.option("--seed", default=0, help="Mask seed.")
+@click.option("--seed", default=0, help="Mask seed (with --masks: the pairing seed).")
+@click.option("--masks", "masks_dir", type=click.Path(), default=None,
+              help="Mask folder (e.g. NVIDIA's irregular masks; white = hole), bucketed by hole "
+                   "ratio, instead of generated masks.")
+@click.option("--invert-masks", is_flag=True, help="The mask folder marks holes in black.")
 @click.option("--limit", type=int, default=None, help="Evaluate the first N images only.")
 @click.option("--baselines/--no-baselines", "with_baselines", default=True)
 @click.option("--biharmonic/--no-biharmonic", default=True,
@@ -378,7 +441,8 @@ def _label(path: str) -> str:
 def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         second_name: str | None, size: int, seed: int, limit: int | None,
         with_baselines: bool, biharmonic: bool, out: str, save_examples: int,
-        device: str, jobs: int, sr: bool, sr_scales: str, sr_crop: int) -> None:
+        device: str, jobs: int, sr: bool, sr_scales: str, sr_crop: int, masks_dir: str | None,
+        invert_masks: bool) -> None:
     """Evaluate CHECKPOINT on the images under IMAGES (folder or list file)."""
     from sair_deploy.errors import SairError
 
@@ -401,6 +465,21 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
             methods[second_name or _label(second)] = checkpoint_inpainter(second, device)
         if with_baselines:
             methods.update(baselines(biharmonic))
+        mask_source = None
+        if masks_dir is not None:
+            if not Path(masks_dir).is_dir():
+                raise click.UsageError(f"--masks {masks_dir} is not a folder")
+            try:
+                mask_source = FolderMasks(masks_dir, size, seed, invert_masks)
+            except FileNotFoundError as err:
+                raise click.UsageError(str(err)) from None
+            if not mask_source.buckets:
+                raise click.UsageError(f"no mask under {masks_dir} has a hole ratio in "
+                                       f"{', '.join(BUCKETS)}")
+            missing = [b for b in BUCKETS if b not in mask_source.buckets]
+            if missing:
+                click.echo(f"note: no masks in bucket(s) {', '.join(missing)}; left out of the "
+                           f"table", err=True)
     except SairError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
@@ -409,7 +488,7 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         sys.exit(2)
     out_dir = Path(out)
     report = evaluate(methods, files, size, seed, save_examples,
-                      out_dir / "examples" if save_examples else None, jobs=jobs)
+                      out_dir / "examples" if save_examples else None, jobs=jobs, masks=mask_source)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
     md = markdown(report)

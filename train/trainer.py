@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,10 +35,12 @@ from torch import Tensor, nn
 from sair_deploy.coords import make_coord
 from sair_deploy.errors import ModelError
 from sair_deploy.files import atomic_write
-from sair_deploy.model.checkpoint import save_checkpoint
-from sair_deploy.model.config import SAIRConfig, get_config
+from sair_deploy.model.checkpoint import read_config, read_metadata, save_checkpoint
+from sair_deploy.model.config import (SAIRConfig, TrainingRecipe, get_config, get_recipe,
+                                      recipe_for)
 from sair_deploy.model.fast import FastSAIR
-from sair_deploy.model.sair import SAIR, Features
+from sair_deploy.model.liif import ensemble, gather_latents, local_neighbours
+from sair_deploy.model.sair import SAIR, Features, pixel_cell
 
 from .data import (InpaintingDataset, SampleSpec, ValidationDataset, list_images, split_files)
 from .masks import MaskFolder
@@ -55,23 +58,29 @@ class TrainArgs:
     no_semantic: bool = False
     clip_weights: str | None = None
     clip_cache: str | None = None
-    train_clip: bool | None = None  # None: train the ViT only when it has no pretrained weights
+    train_clip: bool | None = None  # True: train the ViT too (None/False: frozen, as the paper)
     masks: str | None = None
-    size: int = 128
-    queries: int = 2304
-    scale_max: float = 4.0
-    scale_prob: float = 0.5
-    hole_fraction: float = 0.5
+    # None below: the training recipe's value (``recipe``, or the config's own recipe)
+    recipe: str | None = None
+    size: int | None = None
+    crop: str | None = None
+    queries: int | None = None
+    scale_max: float | None = None
+    scale_prob: float | None = None
+    hole_fraction: float | None = None
     color_jitter: float = 0.0
     repeat: int = 1
     val_count: int = 4
     val: list[str] = field(default_factory=list)  # validation images from elsewhere (no split)
-    batch: int = 16
-    epochs: int = 200
-    lr: float = 1e-4
-    lr_step: int = 100  # epochs between halvings
-    lr_gamma: float = 0.5
+    batch: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    lr_step: int | None = None  # epochs between halvings
+    lr_gamma: float | None = None
     sem_weight: float = 1.0
+    sem_queries: int = 1024  # SIR read points per image supervised by the semantic loss
+    amp: str = "off"  # "bf16": bfloat16 autocast (GPUs; CPUs with bf16 support work too)
+    channels_last: bool = False  # the AppEncoder's convolutions in NHWC memory layout
     ssim_weight: float = 0.0  # weight of (1 - SSIM) on a dense patch over a hole (0 = off)
     patch: int = 32  # side of that patch, in full-res pixels
     init: str | None = None  # start from this checkpoint's weights and config (fine-tuning)
@@ -94,6 +103,22 @@ class TrainArgs:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainingRecipe) if f.name != "name")
+AMP_MODES = ("off", "bf16")
+
+
+def resolve_recipe(args: TrainArgs) -> TrainArgs:
+    """``args`` with every option left at ``None`` taken from the training recipe: ``--recipe``,
+    or the recipe of the model's config (``--init``: the checkpoint's config)."""
+    if args.recipe is None:
+        name = read_config(args.init).name if args.init else args.config
+        recipe = recipe_for(name)
+    else:
+        recipe = get_recipe(args.recipe)
+    filled = {k: getattr(recipe, k) for k in RECIPE_FIELDS if getattr(args, k) is None}
+    return dataclasses.replace(args, recipe=recipe.name, **filled)
 
 
 # ---- distributed -----------------------------------------------------------------------------
@@ -154,12 +179,51 @@ def _override(cfg: SAIRConfig, args: TrainArgs) -> SAIRConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
-def _train_clip(args: TrainArgs, model: SAIR) -> bool:
-    if not model.cfg.use_semantic:
+def clip_pretrained(args: TrainArgs, cfg: SAIRConfig) -> bool:
+    """Whether the model's CLIP tower starts from pretrained weights (the config's tag, a
+    ``--clip-weights`` file, or an ``--init`` checkpoint that was trained from them)."""
+    if not cfg.use_semantic:
         return False
-    if args.train_clip is not None:
-        return args.train_clip
-    return not (model.cfg.semantic.pretrained or args.clip_weights)
+    if args.clip_weights or (cfg.semantic.pretrained and not args.init):
+        return True
+    if args.init:
+        return read_metadata(args.init).get("clip_pretrained") == "true" or \
+            bool(read_config(args.init).semantic.pretrained)
+    return False
+
+
+def _train_clip(args: TrainArgs, model: SAIR) -> bool:
+    """The CLIP tower trains only when asked (``--train-clip``); the paper keeps it frozen."""
+    return bool(model.cfg.use_semantic and args.train_clip)
+
+
+def semantic_loss_on(args: TrainArgs, model: SAIR) -> bool:
+    """The semantic loss needs a fixed, meaningful target: a pretrained CLIP tower that stays
+    frozen. A random tower as its own target (or a tower trained towards its own output) has a
+    trivial collapse, so the loss is off then and SIR learns through AIR's L1 alone."""
+    wanted = args.sem_weight > 0 or args.stage != "joint"  # SIR's own stage always uses it
+    return bool(model.cfg.use_semantic and wanted and clip_pretrained(args, model.cfg)
+                and not _train_clip(args, model))
+
+
+def check_semantic_setup(args: TrainArgs, model: SAIR) -> str | None:
+    """Refuse a run whose SIR stage would have no semantic target; return a note (or None) to
+    print when the semantic loss is off although the model has a semantic branch."""
+    if not model.cfg.use_semantic:
+        return None
+    if semantic_loss_on(args, model):
+        return None
+    if args.stage != "joint":
+        raise ValueError("--stage sir-then-air trains SIR on the semantic loss, which needs "
+                         "pretrained CLIP weights in a frozen tower: pass --clip-weights PATH "
+                         "(without --train-clip), or --no-semantic for the LIIF ablation")
+    why = ("no pretrained CLIP weights: the ViT stays a fixed random encoder"
+           if not clip_pretrained(args, model.cfg) else
+           "--train-clip: the ViT would chase its own output" if _train_clip(args, model)
+           else "--sem-weight 0")
+    return (f"note: semantic loss off ({why}); SIR learns through the L1 loss only. Pass "
+            f"--clip-weights PATH for the paper's semantic loss, or --no-semantic for the "
+            f"LIIF ablation")
 
 
 def stage_at(args: TrainArgs, epoch: int) -> str:
@@ -185,10 +249,11 @@ def set_trainable(model: SAIR, args: TrainArgs, stage: str) -> None:
 class TrainStep(nn.Module):
     """The losses of one batch as a module, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: SAIR, sem_weight: float, stage: str, ssim_weight: float = 0.0):
+    def __init__(self, model: SAIR, sem_weight: float, stage: str, ssim_weight: float = 0.0,
+                 sem_queries: int = 1024):
         super().__init__()
         self.model, self.sem_weight, self.stage = model, sem_weight, stage
-        self.ssim_weight = ssim_weight
+        self.ssim_weight, self.sem_queries = ssim_weight, sem_queries
         self.fast = FastSAIR(model)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -207,8 +272,9 @@ class TrainStep(nn.Module):
                 patch = self.fast.query_sparse(feats, batch["patch_coord"],
                                                batch["cell"].unsqueeze(1))
                 losses["ssim"] = 1 - patch_ssim(patch, batch["patch_gt"], batch["patch_mask"])
-        if use_sem and self.stage != "air" and (self.sem_weight > 0 or self.stage == "sir"):
-            losses["sem"] = self.semantic_loss(feats, batch["sem_full"])
+        if use_sem and self.stage != "air" and "sem_full" in batch and \
+                (self.sem_weight > 0 or self.stage == "sir"):
+            losses["sem"] = self.semantic_loss(feats, batch["sem_full"], batch["coord"])
         total = losses.get("rgb", 0.0)
         if "ssim" in losses:
             total = total + self.ssim_weight * losses["ssim"]
@@ -217,17 +283,37 @@ class TrainStep(nn.Module):
         losses["loss"] = total
         return losses
 
-    def semantic_loss(self, feats: Features, sem_full: Tensor) -> Tensor:
-        """L1 between SIR at the latent centres and the encoder's grid of the unmasked image."""
+    def semantic_loss(self, feats: Features, sem_full: Tensor, coord: Tensor) -> Tensor:
+        """L1 between SIR and the unmasked image's semantic grid, where AIR reads SIR.
+
+        AIR reads ``S`` at the input pixel centres around each query, with the input pixel's
+        cell (:meth:`SAIR.query`); SIR is trained on exactly those reads for the first
+        ``sem_queries / 4`` queries of each sample, against the unmasked image's grid
+        interpolated there (bilinear, the LIIF weights), so its interpolation is supervised.
+        """
         m = self.model
         with torch.no_grad():
-            valid = torch.ones_like(sem_full[:, :1])
-            target, _ = m.encode_semantic(sem_full, valid)
-        b, d, h, w = target.shape
-        centres = torch.from_numpy(make_coord((h, w))).to(target).unsqueeze(0).expand(b, -1, -1)
-        cell = torch.tensor([[[2.0 / h, 2.0 / w]]], dtype=target.dtype, device=target.device)
+            target_grid, _ = m.encode_semantic(sem_full, torch.ones_like(sem_full[:, :1]))
+        n = max(1, min(coord.shape[1], -(-self.sem_queries // 4)))
+        centres, cell = sir_read_points(coord[:, :n], feats.app.shape[-2:])
         pred = m.semantic_at(feats, centres, cell)
-        return F.l1_loss(pred, target.flatten(2).transpose(1, 2))
+        return F.l1_loss(pred.float(), interpolate_grid(target_grid.float(), centres))
+
+
+def sir_read_points(coord: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Where AIR reads SIR for queries ``coord (B, Q, 2)`` on an ``H x W`` input: the centres of
+    the 4 input pixels around each query ``(B, 4Q, 2)`` and the input pixel's cell ``(1, 1, 2)``
+    (the same arithmetic as :meth:`SAIR.query`)."""
+    b, q = coord.shape[:2]
+    centres = local_neighbours(coord, tuple(size)).centre.reshape(b, q * 4, 2)
+    return centres, pixel_cell(int(size[0]), int(size[1]), coord)
+
+
+def interpolate_grid(grid: Tensor, coord: Tensor) -> Tensor:
+    """A ``(B, D, h, w)`` grid at ``coord (B, N, 2)``, bilinear with border replication (LIIF's
+    area weights): ``(B, N, D)``."""
+    nb = local_neighbours(coord, grid.shape[-2:])
+    return ensemble(gather_latents(grid, nb.row, nb.col), nb.weight)
 
 
 def patch_ssim(pred: Tensor, gt: Tensor, hole: Tensor, win: int = 7) -> Tensor:
@@ -354,6 +440,9 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
         args = TrainArgs(**saved)
     if args.out is None:
         args.out = "runs/sair"
+    args = resolve_recipe(args)
+    if args.amp not in AMP_MODES:
+        raise ValueError(f"unknown --amp {args.amp!r}; one of {', '.join(AMP_MODES)}")
     owns_group = not _distributed()
     rank, world, device = _dist_setup(args.device)
     if args.batch % world:
@@ -365,13 +454,21 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     out = Path(args.out)
 
     model = build_model(args)
+    note = check_semantic_setup(args, model)
+    if note and rank == 0 and state is None:
+        print(note, file=sys.stderr)
+    if world > 1 and device.type == "cuda" and model.cfg.app.norm == "batch":
+        # 8 GPUs x batch 16 leave 2 images per GPU: BatchNorm statistics over all of them.
+        # (SyncBatchNorm needs GPUs; gloo runs on CPU keep per-process statistics.)
+        model.app_encoder = nn.SyncBatchNorm.convert_sync_batchnorm(model.app_encoder)
     files = list_images(args.data)
     if args.val:
         train_files, val_files = files, list_images(args.val)
     else:
         train_files, val_files = split_files(files, args.val_count, args.seed)
-    sem_target = model.cfg.use_semantic and (args.sem_weight > 0 or args.stage != "joint")
-    spec = SampleSpec(size=args.size, queries=args.queries, scale_max=args.scale_max,
+    sem_target = semantic_loss_on(args, model)
+    spec = SampleSpec(size=args.size, crop=args.crop, queries=args.queries,
+                      scale_max=args.scale_max,
                       scale_prob=args.scale_prob, hole_fraction=args.hole_fraction,
                       color_jitter=args.color_jitter, sem_max_side=model.cfg.semantic.max_side,
                       semantic_target=sem_target,
@@ -394,6 +491,10 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
         step, epoch, start = state["step"], state["epoch"], state["batch_in_epoch"]
         _set_rng_state(state["rng"])
     model.to(device).train()
+    if args.channels_last:
+        model.app_encoder.to(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+    pretrained = clip_pretrained(args, model.cfg)
 
     log_f = None
     if rank == 0:
@@ -413,12 +514,14 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
             "scheduler": sched.state_dict(), "step": step, "epoch": epoch,
             "batch_in_epoch": start, "rng": _rng_state(), "args": args.to_dict()})
         save_checkpoint(model, out / "model.safetensors",
-                        extra={"step": str(step), "epoch": str(epoch), "final": str(final)})
+                        extra={"step": str(step), "epoch": str(epoch), "final": str(final),
+                               "clip_pretrained": str(pretrained).lower()})
 
     if rank == 0:
         log({"event": "start", "step": step, "epoch": epoch, "world": world,
              "train_images": len(train_files), "val_images": len(val_files),
-             "steps_per_epoch": spe, "args": args.to_dict(), "model": model.cfg.to_dict()})
+             "steps_per_epoch": spe, "args": args.to_dict(), "model": model.cfg.to_dict(),
+             "semantic_loss": sem_target, "clip_pretrained": pretrained})
 
     t0 = time.time()
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
@@ -428,7 +531,8 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     while epoch < args.epochs and not stop:
         stage = stage_at(args, epoch)
         set_trainable(model, args, stage)
-        step_mod: nn.Module = TrainStep(model, args.sem_weight, stage, args.ssim_weight)
+        step_mod: nn.Module = TrainStep(model, args.sem_weight if sem_target else 0.0, stage,
+                                        args.ssim_weight, args.sem_queries)
         if world > 1:
             step_mod = nn.parallel.DistributedDataParallel(
                 step_mod, device_ids=[device.index] if device.type == "cuda" else None)
@@ -441,7 +545,11 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
         for batch in batches:
             skipped_total += int(batch.pop("skipped").sum())
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            losses = step_mod(batch)
+            if args.channels_last:
+                for k in ("image", "mask"):
+                    batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
+            with autocast:
+                losses = step_mod(batch)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             opt.step()

@@ -132,7 +132,10 @@ class SAIRConfig:
 
 
 def _paper() -> SAIRConfig:
-    return SAIRConfig(name="sair-b16")
+    # The semantic encoder sees the 256x256 training image itself (a 16x16 grid, positional
+    # embeddings interpolated), not a 224 downsample: the paper gives no reason to shrink it, and
+    # a 14x14 grid would put SIR's cells off the 16-pixel patches the image was cut into.
+    return SAIRConfig(semantic=SemanticConfig(max_side=256), name="sair-b16")
 
 
 def _small() -> SAIRConfig:
@@ -171,3 +174,61 @@ def get_config(name: str) -> SAIRConfig:
         return CONFIGS[name]()
     except KeyError:
         raise ValueError(f"unknown model config {name!r}; known: {', '.join(CONFIGS)}") from None
+
+
+# ---- training recipes ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Training defaults that belong together: what ``sair-train`` uses for every option the
+    command line leaves out. Each config names its recipe (:data:`CONFIG_RECIPES`); ``--recipe``
+    picks another, and any single option still overrides its recipe value.
+
+    ``crop`` is ``"whole"`` (the whole image resized to ``size x size``, as the paper's datasets are
+    prepared) or ``"zoom"`` (a random window at a random zoom: more samples from few photos).
+    ``scale_max``/``scale_prob`` draw super-resolution samples, ``hole_fraction`` is the share of
+    the query points forced inside the hole (0: uniformly sampled pixels).
+    """
+
+    name: str
+    size: int = 256
+    crop: Literal["whole", "zoom"] = "whole"
+    queries: int = 2304
+    scale_max: float = 1.0
+    scale_prob: float = 0.0
+    hole_fraction: float = 0.0
+    batch: int = 16
+    epochs: int = 200
+    lr: float = 1e-4
+    lr_step: int = 100
+    lr_gamma: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, TrainingRecipe] = {
+    # The paper: inpainting at the training resolution (256^2), L1 on uniformly sampled pixels of
+    # whole images, Adam(0.9, 0.999) at 1e-4 halved every 100 epochs, 200 epochs, batch 16.
+    "paper": TrainingRecipe("paper"),
+    # The same recipe at 128^2, for the small configs on a CPU.
+    "small": TrainingRecipe("small", size=128),
+    # Extras beyond the paper (the bundled demo's): random-zoom crops, half the samples at output
+    # scales 1-4 (LIIF-style super-resolution), half the queries inside the hole.
+    "liif-sr": TrainingRecipe("liif-sr", size=128, crop="zoom", scale_max=4.0, scale_prob=0.5,
+                              hole_fraction=0.5),
+}
+
+CONFIG_RECIPES = {"sair-b16": "paper", "sair-small": "small", "sair-tiny": "small"}
+
+
+def get_recipe(name: str) -> TrainingRecipe:
+    """The named training recipe (``paper``, ``small``, ``liif-sr``)."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown training recipe {name!r}; known: {', '.join(RECIPES)}") from None
+
+
+def recipe_for(config_name: str) -> TrainingRecipe:
+    """The recipe a config trains with by default (``paper`` for configs without their own)."""
+    return get_recipe(CONFIG_RECIPES.get(config_name, "paper"))

@@ -10,6 +10,14 @@ Positional embeddings are interpolated bicubically for non-native grids.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import urllib.parse
+import warnings
+import zipfile
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,31 +40,138 @@ def build_visual(cfg: SemanticConfig) -> nn.Module:
     )
 
 
+_HINT = ("download open_clip_pytorch_model.bin (or OpenAI's ViT-B-16.pt) on a machine with network "
+         "access and pass it with --clip-weights PATH, or put it in the open_clip cache "
+         "(--clip-cache DIR)")
+
+
 def load_pretrained_visual(cfg: SemanticConfig, weights: str | None = None,
                            cache_dir: str | None = None) -> dict[str, Tensor]:
-    """Resolve CLIP's image-tower weights in one place and return its state dict.
+    """Resolve CLIP's image-tower weights in one place and return its state dict (float32).
 
-    ``weights`` is a local file (.safetensors/.bin/.pt, as open_clip accepts) or ``None`` to use
-    ``cfg.pretrained`` (a tag such as ``openai``, found in the open_clip cache or downloaded when
-    online). Raises :class:`WeightsNotFound` with instructions when nothing can be loaded.
+    ``weights`` is a local file: OpenAI's TorchScript archive (``ViT-B-16.pt``, read as a
+    TorchScript archive: its state dict, no pickle execution), an open_clip ``.bin``/``.pt``
+    state dict (read with ``weights_only=True``) or a ``.safetensors`` file. ``None`` uses
+    ``cfg.pretrained`` (an open_clip tag such as ``openai``): the local caches are searched first
+    (``cache_dir``, ``~/.cache/clip``, the Hugging Face cache) and the hub is tried only when it
+    answers within seconds. Raises :class:`WeightsNotFound` with instructions otherwise.
     """
-    import open_clip
-
     source = weights or cfg.pretrained
     if source is None:
-        raise WeightsNotFound("no pretrained CLIP weights configured")
+        raise WeightsNotFound("no pretrained CLIP weights configured; " + _HINT)
+    path = Path(source) if weights else _find_tag(cfg, source, cache_dir)
+    if not path.is_file():
+        raise WeightsNotFound(f"CLIP weights file {path} not found; {_HINT}")
+    state = _visual_state(_read_weights(path))
+    try:  # the state must fit the configured tower exactly
+        build_visual(cfg).load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsNotFound(f"CLIP weights {path} do not fit {cfg.clip_model} "
+                              f"(width {cfg.width}, {cfg.layers} layers): {first[:160]}; "
+                              f"pass a ViT-B/16 file with --clip-weights") from None
+    return state
+
+
+def is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (a zip holding ``code/`` and ``constants.pkl``), the format
+    of OpenAI's released CLIP files; plain ``torch.save`` zips hold neither."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any(n.split("/", 1)[-1] == "constants.pkl" for n in names) and \
+        any("/code/" in n for n in names)
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    """A weights file as a flat state dict, never executing pickled code."""
     try:
-        model = open_clip.create_model(cfg.clip_model, pretrained=source, cache_dir=cache_dir,
-                                       device="cpu")
-    except Exception as exc:  # network errors, missing files and bad tags all end up here
-        raise WeightsNotFound(
-            f"cannot load CLIP weights {source!r} for {cfg.clip_model} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); download "
-            f"open_clip_pytorch_model.bin (or the OpenAI ViT-B-16.pt) on a machine with network "
-            f"access and pass it with --clip-weights PATH, or put it in the open_clip cache "
-            f"(--clip-cache DIR)"
-        ) from exc
-    return {k: v for k, v in model.visual.state_dict().items()}
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        if is_torchscript(path):
+            # TorchScript's own loader only rebuilds tensors and TorchScript modules.
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsNotFound(f"cannot read CLIP weights {path} ({first[:160]}); {_HINT}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsNotFound(f"CLIP weights {path} hold no state dict; {_HINT}")
+    return state
+
+
+def _visual_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The image tower's entries (``visual.`` prefix removed; DDP's ``module.`` too), float32."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("visual.") for k in state):
+        state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _find_tag(cfg: SemanticConfig, tag: str, cache_dir: str | None) -> Path:
+    """The local file of an open_clip tag: caches first, then the hub if it is reachable."""
+    from open_clip import pretrained as oc
+
+    pcfg = oc.get_pretrained_cfg(cfg.clip_model, tag)
+    if not pcfg:
+        raise WeightsNotFound(f"{tag!r} is not an open_clip tag of {cfg.clip_model}; {_HINT}")
+    url, hub = pcfg.get("url", ""), pcfg.get("hf_hub", "")
+    candidates: list[Path] = []
+    if url:
+        name = os.path.basename(url)
+        candidates += [Path(d) / name for d in (cache_dir, os.path.expanduser("~/.cache/clip"))
+                       if d]
+    if hub:
+        repo, filename = os.path.split(hub)  # "org/name/" names the default file
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for name in ([filename] if filename else [oc.HF_SAFE_WEIGHTS_NAME, oc.HF_WEIGHTS_NAME]):
+                hit = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+                if isinstance(hit, str):
+                    candidates.append(Path(hit))
+        except ImportError:
+            pass
+    for c in candidates:
+        if c.is_file():
+            return c
+    host = "huggingface.co" if hub else urllib.parse.urlparse(url).hostname or ""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _reachable(host):
+        raise WeightsNotFound(f"CLIP weights {tag!r} for {cfg.clip_model} are not in the local "
+                              f"caches and {host} cannot be reached; {_HINT}")
+    try:
+        return Path(oc.download_pretrained(pcfg, cache_dir=cache_dir))
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsNotFound(f"cannot download CLIP weights {tag!r} ({first[:160]}); "
+                              f"{_HINT}") from None
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether ``host:443`` accepts a connection within ``timeout`` seconds (DNS included, so an
+    offline machine fails in seconds instead of retrying for most of a minute)."""
+    if not host:
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
 
 
 class SemanticEncoder(nn.Module):
