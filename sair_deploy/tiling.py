@@ -18,7 +18,7 @@ class RuntimePlan:
 
     tile: int = 512  # AppEncoder tile cores (pixels)
     chunk: int = 1 << 20  # largest query call on a GPU (a 512-pixel tile at scale 2)
-    margin: int = 2  # pixels around a core that its queries' neighbours may reach
+    margin: int = 3  # pixels around a core that a query reads (Lanczos-3 bases read 3)
     max_side: int = 16384  # largest region side the TensorRT profiles accept (prepare, fill)
 
     def to_dict(self) -> dict[str, int]:

@@ -69,7 +69,7 @@ from .trainer import STAGES, TrainArgs
               help="Classical fill the encoders see in the holes [the config's].")
 @click.option("--residual/--no-residual", default=None,
               help="AIR predicts a residual over the fill [the config's].")
-@click.option("--base", type=click.Choice(["bilinear", "bicubic"]), default=None,
+@click.option("--base", type=click.Choice(["bilinear", "bicubic", "lanczos"]), default=None,
               help="What AIR's residual is added to at scales > 1 [the config's].")
 @click.option("--sr-prob", type=click.FloatRange(0, 1), default=0.0,
               help="Fraction of super-resolution samples: a crop downsampled by S in "

@@ -65,7 +65,8 @@ class TorchBackend:
             self.counters.d2h_bytes += handle.nbytes
             if handle.device.type == "meta":
                 return np.zeros(tuple(handle.shape), dtype=_numpy_dtype(handle.dtype))
-            return handle.cpu().numpy()
+            out = handle.cpu().numpy()
+            return out.astype(np.float32) if out.dtype == np.float16 else out
 
     def empty(self, rows: int):
         return self._torch.empty((rows, 3), dtype=self._torch.float32, device=self.device)
@@ -82,10 +83,9 @@ class TorchBackend:
             self.counters.count(graph)
             args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a
                     for a in inputs if a is not None]
-            out = self.graphs[graph](*args)
-            if isinstance(out, tuple):
-                return tuple(o.float() if o.is_floating_point() else o for o in out)
-            return out.float() if out.is_floating_point() else out
+            # float16 results stay float16 on the device (half the bytes for the next graph to
+            # read); query answers become float32 in the buffer they are written into
+            return self.graphs[graph](*args)
 
     def run_into(self, graph: str, out, start: int, count: int, *inputs) -> None:
         rgb = self.run(graph, *inputs)

@@ -96,7 +96,7 @@ class SAIRConfig:
     # Not in the paper (options for small models; the paper's configuration keeps the defaults):
     fill: Literal["zero", "pushpull", "onion"] = "zero"  # what the AppEncoder sees inside holes
     residual: bool = False  # AIR predicts a residual over the fill (needs a fill other than zero)
-    base: Literal["bilinear", "bicubic"] = "bilinear"  # how a residual's base is interpolated
+    base: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"  # how a residual's base is resampled
     name: str = "custom"
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,8 +121,8 @@ class SAIRConfig:
     def __post_init__(self) -> None:
         if self.fill not in ("zero", "pushpull", "onion"):
             raise ValueError(f"fill must be 'zero', 'pushpull' or 'onion', got {self.fill!r}")
-        if self.base not in ("bilinear", "bicubic"):
-            raise ValueError(f"base must be 'bilinear' or 'bicubic', got {self.base!r}")
+        if self.base not in ("bilinear", "bicubic", "lanczos"):
+            raise ValueError(f"base must be 'bilinear', 'bicubic' or 'lanczos', got {self.base!r}")
         if self.residual and self.fill == "zero":
             raise ValueError("residual=True predicts a residual over the fill: it needs fill='pushpull' "
                              "or fill='onion'")

@@ -108,8 +108,10 @@ def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
 
 
 def ensemble(pred: Tensor, weight: Tensor) -> Tensor:
-    """Weighted sum over the 4 neighbours: ``pred (..., 4, C)``, ``weight (..., 4)``."""
-    return (pred * weight.unsqueeze(-1)).sum(dim=-2)
+    """Weighted sum over the neighbours: ``pred (..., n, C)``, ``weight (..., n)`` -> ``(..., C)``.
+
+    A batched product rather than multiply-then-sum: no ``(..., n, C)`` temporary."""
+    return (weight.unsqueeze(-2).to(pred.dtype) @ pred).squeeze(-2)
 
 
 _CUBIC_A = -0.5  # Keys' cubic convolution with a = -0.5 (Catmull-Rom), as Pillow's BICUBIC
@@ -123,38 +125,55 @@ def _cubic(d: Tensor) -> Tensor:
     return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
 
 
-def bicubic_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The 4x4 pixels of an ``h x w`` grid around each coordinate and their bicubic weights.
+def _lanczos3(d: Tensor) -> Tensor:
+    """The Lanczos kernel with 3 lobes, ``sinc(d) sinc(d/3)``, at distances ``d >= 0``."""
+    x = torch.pi * d.clamp_min(1e-6)
+    w = 3 * torch.sin(x) * torch.sin(x / 3) / (x * x)
+    return torch.where(d < 3, w, torch.zeros_like(d))
 
-    ``coord (..., Q, 2)`` -> ``row, col (..., Q, 16)`` int64 (clamped: the border is replicated)
-    and ``weight (..., Q, 16)`` (they sum to 1). At a pixel centre the weights pick that pixel.
+
+# name -> (taps each side, kernel): the resampling filters a residual's base can be read with
+_FILTERS = {"bicubic": (2, _cubic), "lanczos": (3, _lanczos3)}
+
+
+def filter_neighbours(coord: Tensor, size: Sequence[int] | Tensor,
+                      kind: str = "bicubic") -> tuple[Tensor, Tensor, Tensor]:
+    """The pixels of an ``h x w`` grid that filter ``kind`` reads around each coordinate, with
+    their weights: 4x4 for bicubic, 6x6 for Lanczos-3 (Pillow's filters when upsampling).
+
+    ``coord (..., Q, 2)`` -> ``row, col (..., Q, n)`` int64 (clamped: the border is replicated)
+    and ``weight (..., Q, n)`` (normalised to sum to 1, as Pillow does). At a pixel centre the
+    weights pick that pixel.
     """
+    taps, kernel = _FILTERS[kind]
     hw = grid_size(size, coord)
     p = (coord + 1) * hw / 2 - 0.5  # continuous position in pixels, centres on integers
     f = torch.floor(p)
     t = p - f
     idx, wts = [], []
-    for k in (-1.0, 0.0, 1.0, 2.0):
+    for k in range(1 - taps, taps + 1):
         idx.append(torch.minimum((f + k).clamp_min(0), hw - 1))
-        wts.append(_cubic((t - k).abs()))
-    idx = torch.stack(idx, dim=-1)  # (..., Q, 2, 4)
+        wts.append(kernel((t - k).abs()))
+    idx = torch.stack(idx, dim=-1)  # (..., Q, 2, n)
     wts = torch.stack(wts, dim=-1)
-    row = idx[..., 0, :, None].expand(*idx.shape[:-2], 4, 4)
-    col = idx[..., 1, None, :].expand(*idx.shape[:-2], 4, 4)
+    wts = wts / wts.sum(dim=-1, keepdim=True)
+    n = 2 * taps
+    row = idx[..., 0, :, None].expand(*idx.shape[:-2], n, n)
+    col = idx[..., 1, None, :].expand(*idx.shape[:-2], n, n)
     weight = wts[..., 0, :, None] * wts[..., 1, None, :]
-    flat = lambda x: x.reshape(*x.shape[:-2], 16)  # noqa: E731
+    flat = lambda x: x.reshape(*x.shape[:-2], n * n)  # noqa: E731
     return flat(row).long(), flat(col).long(), flat(weight)
 
 
 def sample_base(base: Tensor, coord: Tensor, kind: str, origin: Tensor | None = None,
                 size: Sequence[int] | Tensor | None = None) -> Tensor:
     """The base colours ``base (B, 3, h, w)`` interpolated at ``coord (B, Q, 2)``: ``kind`` is
-    ``"bilinear"`` (the local ensemble's weights) or ``"bicubic"``. ``size``/``origin``: the
+    ``"bilinear"`` (the local ensemble's weights), ``"bicubic"`` or ``"lanczos"``. ``size``/``origin``: the
     full grid's size and where ``base``'s first pixel lies in it (a tile), default the base itself.
     """
     size = base.shape[-2:] if size is None else size
-    if kind == "bicubic":
-        row, col, weight = bicubic_neighbours(coord, size)
+    if kind in _FILTERS:
+        row, col, weight = filter_neighbours(coord, size, kind)
     else:
         nb = local_neighbours(coord, size)
         row, col, weight = nb.row, nb.col, nb.weight
