@@ -1,5 +1,6 @@
 """LIIF's local ensemble: weights, grid reproduction and bilinear interpolation."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,3 +55,52 @@ def test_unfold_is_the_3x3_neighbourhood():
     assert u.shape == (1, 9, 4, 4)
     assert torch.equal(u[0, :, 1, 1], torch.tensor([0.0, 1, 2, 4, 5, 6, 8, 9, 10]))
     assert u[0, 0, 0, 0] == 0  # zero padding outside
+
+
+# ---- the bicubic base -------------------------------------------------------------------------
+from sair_deploy.model.liif import bicubic_neighbours, sample_base  # noqa: E402
+
+
+def test_bicubic_base_equals_torch_interpolate_on_a_grid_upsample():
+    """PyTorch's bicubic (a = -0.75, align_corners=False, border replicated), interior and border."""
+    import sair_deploy.model.liif as liif
+
+    h, w, oh, ow = 7, 10, 17, 23  # non-integer factors: every phase, every border case
+    base = torch.rand(2, 3, h, w)
+    coord = torch.from_numpy(make_coord((oh, ow)))[None].expand(2, -1, -1)
+    expected = F.interpolate(base, size=(oh, ow), mode="bicubic", align_corners=False)
+    row, col, weight = bicubic_neighbours(coord, (h, w), a=-0.75)
+    out = ensemble(gather_latents(base, row, col), weight)
+    assert torch.allclose(out, expected.flatten(2).transpose(1, 2), atol=1e-5)
+    assert torch.allclose(weight.sum(-1), torch.ones_like(weight[..., 0]), atol=1e-6)
+    assert row.min() == 0 and row.max() == h - 1 and col.min() == 0 and col.max() == w - 1
+    # the default (a = -0.5) is Keys'/Pillow's kernel: interior pixels equal Pillow's upsample
+    from PIL import Image
+
+    plane = np.random.default_rng(0).random((h, w)).astype(np.float32)
+    big = np.asarray(Image.fromarray(plane, mode="F").resize((ow, oh), Image.Resampling.BICUBIC))
+    assert liif.KEYS_A == -0.5
+    t = torch.from_numpy(plane)[None, None]
+    ours = sample_base(t, coord[:1], "bicubic")[0, :, 0].view(oh, ow).numpy()
+    inner = (slice(5, oh - 5), slice(5, ow - 5))  # Pillow renormalises at the border instead
+    assert np.abs(ours[inner] - big[inner]).max() < 1e-5
+
+
+def test_bicubic_base_is_the_pixel_at_pixel_centres():
+    base = torch.rand(1, 3, 9, 13)
+    coord = torch.from_numpy(make_coord((9, 13)))[None]
+    for kind in ("bilinear", "bicubic"):
+        out = sample_base(base, coord, kind)
+        assert torch.allclose(out, base.flatten(2).transpose(1, 2), atol=1e-6), kind
+
+
+def test_sample_base_reads_a_block_of_a_larger_image():
+    base = torch.rand(1, 3, 20, 24)
+    r0, c0, bh, bw = 5, 7, 9, 10
+    rows = r0 + 2 + torch.rand(50) * (bh - 4)  # 2 pixels of margin: every bicubic tap is inside
+    cols = c0 + 2 + torch.rand(50) * (bw - 4)
+    coord = torch.stack([-1 + 2 * rows / 20, -1 + 2 * cols / 24], -1)[None]
+    block = base[..., r0:r0 + bh, c0:c0 + bw]
+    for kind in ("bilinear", "bicubic"):
+        got = sample_base(block, coord, kind, torch.tensor([20.0, 24.0]), torch.tensor([r0, c0]))
+        assert torch.allclose(got, sample_base(base, coord, kind), atol=1e-6)

@@ -13,15 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from .config import MLPConfig
-from .liif import ensemble, gather_latents, local_neighbours, scale_cell, unfold3x3
+from .liif import ensemble, gather_latents, local_neighbours, sample_base, scale_cell, unfold3x3
 from .mlp import MLP
 
 SemanticField = Callable[[Tensor], Tensor]  # centres (B, N, 2) -> S (B, N, D)
 
 
 class AIR(nn.Module):
-    def __init__(self, app_dim: int, sem_dim: int, mlp: MLPConfig):
+    def __init__(self, app_dim: int, sem_dim: int, mlp: MLPConfig, base: str = "bilinear"):
         super().__init__()
+        self.base = base  # how a residual's base is interpolated (liif.sample_base)
         self.app_dim = app_dim
         self.sem_dim = sem_dim
         self.mlp = MLP(app_dim * 9 + sem_dim + 4, 3, mlp.hidden, mlp.depth)
@@ -30,8 +31,8 @@ class AIR(nn.Module):
                 cell: Tensor, base: Tensor | None = None) -> Tensor:
         """RGB at ``coord (B, Q, 2)`` from appearance features ``app (B, C, H, W)``.
 
-        With ``base (B, 3, H, W)`` (the filled image) each neighbour predicts a residual over its
-        pixel's base colour.
+        With ``base (B, 3, H, W)`` (the filled image) the ensemble is a residual over the base
+        interpolated at ``coord`` (bilinearly, or bicubically: ``self.base``).
         """
         size = app.shape[-2:]
         nb = local_neighbours(coord, size)
@@ -43,6 +44,5 @@ class AIR(nn.Module):
             parts.append(s)
         c = scale_cell(cell, size).unsqueeze(-2).expand(*nb.rel_coord.shape)
         pred = self.mlp(torch.cat(parts + [nb.rel_coord, c], dim=-1))
-        if base is not None:
-            pred = pred + gather_latents(base, nb.row, nb.col)
-        return ensemble(pred, nb.weight)
+        rgb = ensemble(pred, nb.weight)
+        return rgb if base is None else rgb + sample_base(base, coord, self.base)

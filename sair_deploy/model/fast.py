@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .liif import ensemble, gather_latents, local_neighbours, scale_cell, unfold3x3
+from .liif import ensemble, gather_latents, local_neighbours, sample_base, scale_cell, unfold3x3
 from .sair import SAIR, Features, pixel_cell
 
 
@@ -113,18 +113,20 @@ class FastSAIR(nn.Module):
         size = grid[:2]
         nb = local_neighbours(coord, size)
         origin = grid[2:].long()
-        h = gather_latents(air_pre, nb.row - origin[0], nb.col - origin[1])
         base = None
-        if self.cfg.residual:
-            h, base = h[..., :-3], h[..., -3:]
+        if self.cfg.residual:  # the base colours are the block's last 3 channels
+            base = sample_base(air_pre[:, -3:], coord, self.cfg.base, size, origin)
+            air_pre = air_pre[:, :-3]
+        h = gather_latents(air_pre, nb.row - origin[0], nb.col - origin[1])
         return self._decode(h, nb, scale_cell(cell, size) @ w_cell.T, base)
 
     def _decode(self, first: Tensor, nb, cell_term: Tensor, base: Tensor | None) -> Tensor:
-        """From AIR's gathered first layer to RGB: hidden layers, ensemble, output (+ base)."""
+        """From AIR's gathered first layer to RGB: hidden layers, ensemble, output, plus ``base``
+        (``(B, Q, 3)``: the residual's base already interpolated at the queries, or None)."""
         _, _, w_rel, _, _ = self._air_first()
         lins = self.model.air.mlp.linears
         rgb = lins[-1](ensemble(_hidden(first, nb.rel_coord, w_rel, cell_term, lins[1:-1]), nb.weight))
-        return rgb if base is None else rgb + ensemble(base, nb.weight)
+        return rgb if base is None else rgb + base
 
     # ---- whole-image conveniences (tests, training) ---------------------------------------
     def precompute(self, feats: Features) -> Tensor:
@@ -165,5 +167,5 @@ class FastSAIR(nn.Module):
             pc = pixel_cell(size[0], size[1], coord)
             t = self.semantic_term(sem_pre, nb.centre.reshape(b, q * 4, 2), pc)
             h = h + t.view(b, q, 4, -1)
-        base = gather_latents(feats.base, nb.row, nb.col) if self.cfg.residual else None
+        base = sample_base(feats.base, coord, self.cfg.base) if self.cfg.residual else None
         return self._decode(h, nb, scale_cell(cell, size) @ w_cell.T, base)

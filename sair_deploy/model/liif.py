@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import BASES  # noqa: F401  (re-exported: the kinds sample_base takes)
+
 _SHIFT_EPS = 1e-6  # LIIF's eps_shift: ties between two latents go to the upper/left one
 _AREA_EPS = 1e-9
 
@@ -101,3 +103,59 @@ def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
 def ensemble(pred: Tensor, weight: Tensor) -> Tensor:
     """Weighted sum over the 4 neighbours: ``pred (..., 4, C)``, ``weight (..., 4)``."""
     return (pred * weight.unsqueeze(-1)).sum(dim=-2)
+
+
+# ---- the base a residual AIR adds to ----------------------------------------------------------
+KEYS_A = -0.5  # Keys' cubic convolution parameter (Pillow's; PyTorch's bicubic uses -0.75)
+
+
+def _keys(d: Tensor, a: float) -> Tensor:
+    """Keys' cubic kernel at distances ``d`` (``|d| < 2``)."""
+    d = d.abs()
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, far)
+
+
+def bicubic_neighbours(coord: Tensor, size: Sequence[int] | Tensor,
+                       a: float = KEYS_A) -> tuple[Tensor, Tensor, Tensor]:
+    """The 4x4 pixels of an ``h x w`` grid around each coordinate, with bicubic weights.
+
+    PyTorch's ``align_corners=False`` convention (pixel ``i`` centred at ``-1 + (2i+1)/h``),
+    Keys' kernel with parameter ``a``, the border replicated (indices clamped). ``coord (..., Q, 2)``
+    (row first). Returns ``row, col, weight``, each ``(..., Q, 16)`` (row-major over the 4x4);
+    weights sum to 1 and are 1 on the pixel itself at its centre.
+    """
+    hw = grid_size(size, coord)
+    pos = (coord + 1) * hw / 2 - 0.5  # continuous pixel position, centres at integers
+    start = torch.floor(pos)
+    t = pos - start
+    taps = torch.arange(-1, 3, device=coord.device, dtype=coord.dtype)  # offsets -1, 0, 1, 2
+    idx = torch.minimum((start.unsqueeze(-1) + taps).clamp_min(0), (hw - 1).unsqueeze(-1))
+    wgt = _keys(t.unsqueeze(-1) - taps, a)  # (..., Q, 2, 4)
+    row = idx[..., 0, :, None].expand(*idx.shape[:-2], 4, 4)
+    col = idx[..., 1, None, :].expand(*idx.shape[:-2], 4, 4)
+    weight = wgt[..., 0, :, None] * wgt[..., 1, None, :]
+    flat = (*coord.shape[:-1], 16)
+    return row.reshape(flat).long(), col.reshape(flat).long(), weight.reshape(flat)
+
+
+def sample_base(base: Tensor, coord: Tensor, kind: str, size: Sequence[int] | Tensor | None = None,
+                origin: Tensor | None = None) -> Tensor:
+    """The base colours ``base (B, C, h, w)`` interpolated at ``coord (B, Q, 2)``: ``(B, Q, C)``.
+
+    ``kind`` is ``"bilinear"`` (the local ensemble's own weights) or ``"bicubic"``
+    (:func:`bicubic_neighbours`). ``base`` may be a block of a larger image: ``size`` is then the
+    full image's ``(H, W)`` and ``origin`` (int64, ``[row0, col0]``) where the block starts; every
+    tap must lie in the block (1 pixel of margin for bilinear, 2 for bicubic).
+    """
+    if size is None:
+        size = base.shape[-2:]
+    if kind == "bicubic":
+        row, col, weight = bicubic_neighbours(coord, size)
+    else:
+        nb = local_neighbours(coord, size)
+        row, col, weight = nb.row, nb.col, nb.weight
+    if origin is not None:
+        row, col = row - origin[0], col - origin[1]
+    return ensemble(gather_latents(base, row, col), weight)

@@ -44,7 +44,7 @@ class SAIR(nn.Module):
         if cfg.use_semantic:
             self.semantic = SemanticEncoder(cfg.semantic)
             self.sir = SIR(sem_dim, cfg.sir, unfold=cfg.sir_unfold)
-        self.air = AIR(cfg.app.out_channels, sem_dim, cfg.air)
+        self.air = AIR(cfg.app.out_channels, sem_dim, cfg.air, cfg.base)
 
     # ---- per image -------------------------------------------------------------------------
     def encode_semantic(self, sem_image: Tensor, sem_valid: Tensor) -> tuple[Tensor, Tensor]:
