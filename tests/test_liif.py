@@ -1,5 +1,7 @@
 """LIIF's local ensemble: weights, grid reproduction and bilinear interpolation."""
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -54,3 +56,45 @@ def test_unfold_is_the_3x3_neighbourhood():
     assert u.shape == (1, 9, 4, 4)
     assert torch.equal(u[0, :, 1, 1], torch.tensor([0.0, 1, 2, 4, 5, 6, 8, 9, 10]))
     assert u[0, 0, 0, 0] == 0  # zero padding outside
+
+
+# ---- the resampled base (bicubic, Lanczos-3) ---------------------------------------------------
+from sair_deploy.model.liif import filter_neighbours, sample_base  # noqa: E402
+
+
+@pytest.mark.parametrize("kind,pillow", [("bicubic", "BICUBIC"), ("lanczos", "LANCZOS")])
+def test_filtered_base_equals_pillow_upsampling(kind, pillow):
+    """Pillow's filters (Keys a = -0.5; Lanczos-3), every phase of non-integer factors; inside the
+    image (at the border Pillow renormalises over the pixels it has, we replicate the edge)."""
+    from PIL import Image
+
+    h, w, oh, ow = 9, 12, 23, 29
+    plane = np.random.default_rng(0).random((h, w)).astype(np.float32)
+    big = np.asarray(Image.fromarray(plane, mode="F").resize((ow, oh), getattr(Image.Resampling, pillow)))
+    coord = torch.from_numpy(make_coord((oh, ow)))[None]
+    row, col, weight = filter_neighbours(coord, (h, w), kind)
+    assert torch.allclose(weight.sum(-1), torch.ones_like(weight[..., 0]), atol=1e-6)
+    assert row.min() == 0 and row.max() == h - 1 and col.min() == 0 and col.max() == w - 1
+    ours = sample_base(torch.from_numpy(plane)[None, None], coord, kind)[0, :, 0].view(oh, ow).numpy()
+    inner = (slice(8, oh - 8), slice(8, ow - 8))
+    assert np.abs(ours[inner] - big[inner]).max() < 1e-5
+
+
+def test_base_is_the_pixel_at_pixel_centres():
+    base = torch.rand(1, 3, 9, 13)
+    coord = torch.from_numpy(make_coord((9, 13)))[None]
+    for kind in ("bilinear", "bicubic", "lanczos"):
+        out = sample_base(base, coord, kind)
+        assert torch.allclose(out, base.flatten(2).transpose(1, 2), atol=1e-6), kind
+
+
+def test_sample_base_reads_a_block_of_a_larger_image():
+    base = torch.rand(1, 3, 20, 24)
+    r0, c0, bh, bw = 5, 7, 11, 12
+    rows = r0 + 3 + torch.rand(50) * (bh - 6)  # 3 pixels of margin: every Lanczos tap is inside
+    cols = c0 + 3 + torch.rand(50) * (bw - 6)
+    coord = torch.stack([-1 + 2 * rows / 20, -1 + 2 * cols / 24], -1)[None]
+    block = base[..., r0:r0 + bh, c0:c0 + bw]
+    for kind in ("bilinear", "bicubic", "lanczos"):
+        got = sample_base(block, coord, kind, torch.tensor([r0, c0]), torch.tensor([20.0, 24.0]))
+        assert torch.allclose(got, sample_base(base, coord, kind), atol=1e-6)

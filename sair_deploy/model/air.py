@@ -20,8 +20,9 @@ SemanticField = Callable[[Tensor], Tensor]  # centres (B, N, 2) -> S (B, N, D)
 
 
 class AIR(nn.Module):
-    def __init__(self, app_dim: int, sem_dim: int, mlp: MLPConfig):
+    def __init__(self, app_dim: int, sem_dim: int, mlp: MLPConfig, base: str = "bilinear"):
         super().__init__()
+        self.base = base  # how a residual's base is interpolated (liif.sample_base)
         self.app_dim = app_dim
         self.sem_dim = sem_dim
         self.mlp = MLP(app_dim * 9 + sem_dim + 4, 3, mlp.hidden, mlp.depth)
@@ -30,9 +31,8 @@ class AIR(nn.Module):
                 cell: Tensor, base: Tensor | None = None, base_kind: str = "bilinear") -> Tensor:
         """RGB at ``coord (B, Q, 2)`` from appearance features ``app (B, C, H, W)``.
 
-        With ``base (B, 3, H, W)`` (the filled image) the prediction is a residual over the base
-        interpolated at ``x`` (``base_kind``: bilinear, i.e. each neighbour's own base colour under
-        the ensemble's weights, or bicubic).
+        With ``base (B, 3, H, W)`` (the filled image) the ensemble is a residual over the base
+        interpolated at ``coord`` (bilinearly, bicubically or with Lanczos-3: ``self.base``).
         """
         size = app.shape[-2:]
         nb = local_neighbours(coord, size)
@@ -43,5 +43,6 @@ class AIR(nn.Module):
             s = semantic(nb.centre.reshape(b, q * 4, 2)).view(b, q, 4, -1)
             parts.append(s)
         c = scale_cell(cell, size).unsqueeze(-2).expand(*nb.rel_coord.shape)
-        pred = ensemble(self.mlp(torch.cat(parts + [nb.rel_coord, c], dim=-1)), nb.weight)
-        return pred if base is None else pred + sample_base(base, coord, base_kind)
+        pred = self.mlp(torch.cat(parts + [nb.rel_coord, c], dim=-1))
+        rgb = ensemble(pred, nb.weight)
+        return rgb if base is None else rgb + sample_base(base, coord, self.base)

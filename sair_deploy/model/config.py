@@ -13,6 +13,10 @@ from typing import Any, Literal
 # CLIP's own normalisation constants (OpenAI CLIP); used by the semantic encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Options beyond the paper: the classical fill of the holes (sair_deploy.model.fill) and how a
+# residual AIR interpolates it (sair_deploy.model.liif.sample_base). Here, not there: no torch.
+FILLS = ("zero", "pushpull", "onion", "biharmonic")
+BASES = ("bilinear", "bicubic", "lanczos")
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,9 @@ class SAIRConfig:
     use_semantic: bool = True
     sir_unfold: bool = True  # SIR reads the 3x3 neighbourhood of each latent cell (as LIIF does)
     # Not in the paper (options for small models; the paper's configuration keeps the defaults):
-    fill: Literal["zero", "pushpull", "onion"] = "zero"  # what the AppEncoder sees inside holes
+    fill: Literal["zero", "pushpull", "onion", "biharmonic"] = "zero"  # what the AppEncoder sees in holes
     residual: bool = False  # AIR predicts a residual over the fill (needs a fill other than zero)
-    base: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"  # how a residual's base is resampled
+    base: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"  # how that fill is resampled at a query
     name: str = "custom"
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,13 +123,13 @@ class SAIRConfig:
         return cls(semantic=sem, app=app, sir=sir, air=air, **d)
 
     def __post_init__(self) -> None:
-        if self.fill not in ("zero", "pushpull", "onion"):
-            raise ValueError(f"fill must be 'zero', 'pushpull' or 'onion', got {self.fill!r}")
-        if self.base not in ("bilinear", "bicubic", "lanczos"):
-            raise ValueError(f"base must be 'bilinear', 'bicubic' or 'lanczos', got {self.base!r}")
+        if self.fill not in FILLS:
+            raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))}, got {self.fill!r}")
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {', '.join(map(repr, BASES))}, got {self.base!r}")
         if self.residual and self.fill == "zero":
-            raise ValueError("residual=True predicts a residual over the fill: it needs fill='pushpull' "
-                             "or fill='onion'")
+            raise ValueError("residual=True predicts a residual over the fill: it needs fill='pushpull', "
+                             "'onion' or 'biharmonic'")
 
     def replace(self, **changes: Any) -> "SAIRConfig":
         return dataclasses.replace(self, **changes)

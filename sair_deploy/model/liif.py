@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import BASES  # noqa: F401  (re-exported: the kinds sample_base takes)
+
 _SHIFT_EPS = 1e-6  # LIIF's eps_shift: ties between two latents go to the upper/left one
 _AREA_EPS = 1e-9
 

@@ -44,7 +44,7 @@ class SAIR(nn.Module):
         if cfg.use_semantic:
             self.semantic = SemanticEncoder(cfg.semantic)
             self.sir = SIR(sem_dim, cfg.sir, unfold=cfg.sir_unfold)
-        self.air = AIR(cfg.app.out_channels, sem_dim, cfg.air)
+        self.air = AIR(cfg.app.out_channels, sem_dim, cfg.air, cfg.base)
 
     # ---- per image -------------------------------------------------------------------------
     def encode_semantic(self, sem_image: Tensor, sem_valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,7 +88,7 @@ class SAIR(nn.Module):
             h, w = feats.app.shape[-2:]
             pc = pixel_cell(h, w, coord)
             semantic = lambda centres: self.semantic_at(feats, centres, pc)  # noqa: E731
-        return self.air(feats.app, semantic, coord, cell, feats.base, self.cfg.base)
+        return self.air(feats.app, semantic, coord, cell, feats.base)
 
     def forward(self, image: Tensor, mask: Tensor, sem_image: Tensor | None,
                 sem_valid: Tensor | None, coord: Tensor, cell: Tensor) -> Tensor:
