@@ -21,7 +21,6 @@ the parser imports as weights; anything computed, even ``Identity`` of a constan
 
 from __future__ import annotations
 
-import copy
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -304,16 +303,34 @@ def _vi_type(vi: onnx.ValueInfoProto) -> int | None:
     return vi.type.tensor_type.elem_type
 
 
+def _constant_value(node: onnx.NodeProto) -> TensorProto | None:
+    """A Constant node's value as a tensor (whichever attribute holds it), None for strings."""
+    for a in node.attribute:
+        if a.name == "value":
+            return a.t
+        dtype = {"value_float": np.float32, "value_floats": np.float32,
+                 "value_int": np.int64, "value_ints": np.int64}.get(a.name)
+        if dtype is not None:
+            return numpy_helper.from_array(np.asarray(onnx.helper.get_attribute_value(a), dtype))
+    return None
+
+
 class _Checker:
+    """Walks a model's graphs and collects one line per problem."""
+
     def __init__(self, opset: int):
         self.opset = opset
         self.problems: list[str] = []
 
-    def graph(self, g: onnx.GraphProto, outer: ChainMap | None, prefix: str,
+    def graph(self, g: onnx.GraphProto, outer: Context | None, prefix: str,
               network_io: frozenset[str]) -> None:
-        types = (outer["types"] if outer else ChainMap()).new_child()
-        ranks = (outer["ranks"] if outer else ChainMap()).new_child()
-        consts = (outer["consts"] if outer else ChainMap()).new_child()
+        """Check every node of ``g``; a subgraph also sees its outer scope's names."""
+        def scope(m):
+            return m.new_child() if isinstance(m, ChainMap) else ChainMap()
+
+        types = scope(outer.types if outer else None)
+        ranks = scope(outer.ranks if outer else None)
+        consts = scope(outer.constants if outer else None)
         for vi in list(g.input) + list(g.output) + list(g.value_info):
             if _vi_type(vi) is not None:
                 types[vi.name] = _vi_type(vi)
@@ -326,18 +343,17 @@ class _Checker:
                                      "as a network input or output")
         for node in g.node:
             if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
-                t = _attr(node, "value")
-                if isinstance(t, TensorProto):
+                t = _constant_value(node)
+                if t is not None:
                     consts[node.output[0]] = t
                     types.setdefault(node.output[0], t.data_type)
-        scope = ChainMap({"types": types, "ranks": ranks, "consts": consts})
         ctx = Context(types, ranks, consts)
         for idx, node in enumerate(g.node):
             self.node(node, idx, ctx, prefix, network_io)
             for a in node.attribute:
                 subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
                 for sub in subs:
-                    self.graph(sub, scope, f"{prefix}{self.label(node, idx)}/{a.name}/", frozenset())
+                    self.graph(sub, ctx, f"{prefix}{self.label(node, idx)}/{a.name}/", frozenset())
 
     @staticmethod
     def label(node: onnx.NodeProto, idx: int) -> str:
@@ -407,7 +423,7 @@ def check_onnx_for_tensorrt(model: onnx.ModelProto) -> list[str]:
     Checks opset range, that each operator is in the matrix, its element types (inferred by ONNX
     shape inference), its restrictions, the UINT8 rule, inside If/Loop/Scan bodies too.
     """
-    model = copy.deepcopy(model)
+    # inlining and shape inference return new protos: the caller's model is left as it was
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     problems = []

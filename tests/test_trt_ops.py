@@ -62,8 +62,11 @@ def test_non_constant_axes_are_flagged():
              helper.make_node("Unsqueeze", ["x", "ax"], ["y"], name="unsq")]
     model = _model(nodes, [("x", F32, [2])], [("y", F32, [1, 2])])
     _one(check_onnx_for_tensorrt(model), "'unsq'", "(Unsqueeze)", "axes")
-    # the same axes straight from the Constant node are fine
+    # the same axes straight from the Constant node are fine, whichever attribute holds them
     nodes = [nodes[0], helper.make_node("Unsqueeze", ["x", "c"], ["y"], name="unsq")]
+    assert check_onnx_for_tensorrt(_model(nodes, [("x", F32, [2])], [("y", F32, [1, 2])])) == []
+    nodes = [helper.make_node("Constant", [], ["c"], value_ints=[0]),
+             helper.make_node("Unsqueeze", ["x", "c"], ["y"], name="unsq")]
     assert check_onnx_for_tensorrt(_model(nodes, [("x", F32, [2])], [("y", F32, [1, 2])])) == []
 
 
@@ -184,3 +187,91 @@ def test_opset_out_of_range_is_flagged():
     model = _model([helper.make_node("Relu", ["x"], ["y"])], [("x", F32, [2])], [("y", F32, [2])],
                    opset=21)
     assert any("opset 21" in p for p in check_onnx_for_tensorrt(model))
+
+
+# ---- the exporter's graphs -----------------------------------------------------------------
+
+# Both precompute graphs (with and without the semantic branch), residual AIR's extra channels
+# and both classical fills: every kind of graph export_all writes. The fills' graphs unroll a
+# 12-level pyramid (thousands of nodes, minutes of CPU to trace), so those variants are `slow`;
+# the bundled demo export below covers an onion fill graph in every run.
+VARIANTS = [
+    pytest.param(dict(), id="semantic"),
+    pytest.param(dict(use_semantic=False, residual=True), id="nosemantic-residual"),
+    pytest.param(dict(fill="onion", residual=True), id="semantic-onion-residual", marks=pytest.mark.slow),
+    pytest.param(dict(use_semantic=False, fill="pushpull"), id="nosemantic-pushpull", marks=pytest.mark.slow),
+]
+
+
+def _with_fp16(protos: dict[str, onnx.ModelProto], cfg) -> dict[str, onnx.ModelProto]:
+    """``protos`` plus their float16 versions, converted as export/pipeline.py does (it keeps
+    the fill float32)."""
+    from sair_export.fp16 import convert_to_fp16
+    from sair_export.onnx import graph_io
+
+    out = {}
+    for name, proto in protos.items():
+        out[f"{name}/fp32"] = proto
+        if name != "fill":
+            out[f"{name}/fp16"] = convert_to_fp16(proto, graph_io(name, cfg).coordinate_inputs)
+    return out
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def exported(request, tmp_path_factory) -> dict[str, onnx.ModelProto]:
+    """Every graph export_all writes for one variant of the tiny model, float32 and float16,
+    keyed ``graph/precision``; exported once per variant for the module."""
+    pytest.importorskip("torch")
+    from conftest import make_model
+    from sair_export.onnx import export_all
+
+    model = make_model(**request.param)
+    protos = export_all(model, tmp_path_factory.mktemp("export"), log=lambda s: None)
+    assert "appearance" in protos and "query" in protos
+    return _with_fp16(protos, model.cfg)
+
+
+def test_every_exported_graph_passes(exported):
+    """Whatever graphs the exporter produces, in both precisions, meet TensorRT's parser rules."""
+    problems = {key: check_onnx_for_tensorrt(proto) for key, proto in exported.items()}
+    assert {k: p for k, p in problems.items() if p} == {}
+    ops = {n.op_type for proto in exported.values() for n in proto.graph.node}
+    assert {"Conv", "Gather", "Cast"} <= ops  # the check really walked the model's graphs
+
+
+def test_bundled_demo_export_passes():
+    """The shipped ONNX export (onion fill, no semantic branch, residual AIR), and float16
+    versions of its graphs."""
+    from sair_deploy.api import DEFAULT_EXPORT
+    from sair_deploy.manifest import load_manifest
+    from sair_deploy.model.config import SAIRConfig
+
+    cfg = SAIRConfig.from_dict(load_manifest(DEFAULT_EXPORT)["config"])
+    protos = {f.stem: onnx.load(str(f)) for f in sorted(DEFAULT_EXPORT.glob("*.onnx"))}
+    assert "fill" in protos and cfg.fill == "onion"
+    problems = {key: check_onnx_for_tensorrt(proto) for key, proto in _with_fp16(protos, cfg).items()}
+    assert {k: p for k, p in problems.items() if p} == {}
+
+
+def test_trt_export_stops_on_a_graph_tensorrt_would_reject(tiny_checkpoint, tmp_path, monkeypatch):
+    """sair-export --trt checks the graphs before TensorRT (even where TensorRT is missing) and
+    fails with one line naming the graph, node, op and reason, exit 3."""
+    import sys
+
+    from click.testing import CliRunner
+
+    import sair_export.pipeline as pipeline
+    from sair_export.cli import cli
+
+    nodes = [helper.make_node("Shape", ["air_pre"], ["s"], start=0, end=1, name="shape"),
+             helper.make_node("Sub", ["s", "one"], ["ax"], name="sub"),
+             helper.make_node("ReduceMean", ["air_pre", "ax"], ["rgb"], name="mean_over_computed_axes")]
+    bad = _model(nodes, [("air_pre", F32, [1, 35, "h", "w"])], [("rgb", F32, ["a", "b", "c", "d"])],
+                 {"one": np.array([1], np.int64)})
+    monkeypatch.setattr(pipeline, "export_all", lambda model, out, log=print: {"query": bad})
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    res = CliRunner().invoke(cli, [tiny_checkpoint, "-o", str(tmp_path / "out"), "--trt"])
+    assert res.exit_code == 3, res.output + repr(res.exception)
+    err = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "query.onnx" in err[0], res.output
+    assert "'mean_over_computed_axes' (ReduceMean)" in err[0] and "axes" in err[0], res.output
