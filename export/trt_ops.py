@@ -64,9 +64,12 @@ class Context:
         return name in self.constants
 
     def value(self, name: str) -> np.ndarray | None:
-        """The value of a constant tensor, or None if it is computed at run time."""
+        """The value of a constant tensor; None if it is computed at run time or its data was
+        not loaded (external data)."""
         t = self.constants.get(name)
-        return None if t is None else numpy_helper.to_array(t)
+        if t is None or t.data_location == TensorProto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(t)
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -152,9 +155,11 @@ def const_value(i: int, ok: Callable[[np.ndarray], bool], what: str) -> Check:
         name = _input(node, i)
         if not name:
             return None
+        if not ctx.is_constant(name):
+            return f"input {i} must be an initializer or Constant ({what}), but {name!r} is computed"
         v = ctx.value(name)
         if v is None:
-            return f"input {i} must be an initializer or Constant ({what}), but {name!r} is computed"
+            return None  # a constant whose data stayed on disk: the parser will check its value
         if not ok(v):
             return f"{what}; got {v.tolist()}"
     return check

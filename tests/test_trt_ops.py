@@ -147,6 +147,16 @@ def test_range_types_from_the_importer():
          "'rng'", "(Range)", "DOUBLE")
 
 
+def test_constant_values_are_checked():
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk")]
+    model = _model(nodes, [("x", F32, [5000])], [("v", F32, [4000]), ("i", TensorProto.INT64, [4000])],
+                   {"k": np.array([4000], np.int64)})
+    _one(check_onnx_for_tensorrt(model), "'topk'", "(TopK)", "K must be below 3840")
+    nodes = [helper.make_node("Dropout", ["x", "", "train"], ["y"], name="drop")]
+    model = _model(nodes, [("x", F32, [4]), ("train", TensorProto.BOOL, [])], [("y", F32, [4])])
+    _one(check_onnx_for_tensorrt(model), "'drop'", "(Dropout)", "'train' is computed")
+
+
 def test_scatternd_reduction_is_flagged():
     nodes = [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], name="sc", reduction="add")]
     model = _model(nodes, [("x", F32, [4])], [("y", F32, [4])],
