@@ -6,7 +6,9 @@ ONNX parser: ``docs/operators.md`` of github.com/onnx/onnx-tensorrt at the ``10.
 For every operator it records whether it is supported, the element types it lists, and its
 restrictions. A few restrictions that the matrix leaves out but the parser enforces come from
 ``onnxOpImporters.cpp`` of the same commit; those rows say so (Range's input types, ScatterND
-rejecting any ``reduction`` attribute, Gather/Pad rejecting UINT8 data, Unsqueeze's axes).
+rejecting any ``reduction`` attribute, Gather/Pad rejecting UINT8 data, Unsqueeze's axes). One
+row is wider than the matrix for the same reason: the importer turns Resize's ``cubic`` mode into
+TensorRT's cubic resize (CLIP's bicubic position-embedding resize in the semantic graph uses it).
 
 Beyond the per-operator rows the matrix states three graph-wide rules, checked as well: opsets 9
 to 20 of the default domain; UINT8 only as a network input or output; no operators from other
@@ -264,7 +266,9 @@ SUPPORTED: dict[str, Op] = {
     "QuantizeLinear": Op(F, (const_value(2, lambda v: not np.any(v), "y_zero_point must be zero"),)),
     # the matrix lists FP16/BF16 too, but the importer takes only these (and ONNX has no FP16 Range)
     "Range": Op(frozenset({"FP32", "INT32", "INT64"})),
-    "Resize": Op(F, (attr_in("mode", ("nearest", "linear"), "nearest"),
+    # the matrix lists nearest and linear, but the importer of the same commit also maps cubic
+    # (with cubic_coeff_a and exclude_outside) to TensorRT's cubic resize, so it is accepted
+    "Resize": Op(F, (attr_in("mode", ("nearest", "linear", "cubic"), "nearest"),
                      attr_in("coordinate_transformation_mode", _RESIZE_COORDS, "half_pixel"),
                      attr_in("nearest_mode", _NEAREST_MODES, "round_prefer_floor"),
                      attr_in("keep_aspect_ratio_policy", ("stretch",), "stretch"),

@@ -78,7 +78,7 @@ def test_slice_axes_from_a_graph_input_are_flagged():
 
 
 @pytest.mark.parametrize("attrs, words", [
-    (dict(mode="cubic"), ("mode='cubic'",)),
+    (dict(mode="linear", coordinate_transformation_mode="half_pixel_symmetric"), ("half_pixel_symmetric",)),
     (dict(mode="linear", coordinate_transformation_mode="tf_crop_and_resize"), ("tf_crop_and_resize",)),
     (dict(mode="linear", antialias=1), ("antialias",)),
     (dict(mode="nearest", keep_aspect_ratio_policy="not_larger"), ("not_larger",)),
@@ -102,9 +102,11 @@ def test_resize_axes_with_computed_scales():
     _one(check_onnx_for_tensorrt(model), "'rs'", "(Resize)", "axes=[3, 2]")
 
 
-def test_supported_resize_passes():
-    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rs", mode="linear",
-                              coordinate_transformation_mode="half_pixel")]
+@pytest.mark.parametrize("attrs", [dict(mode="linear", coordinate_transformation_mode="half_pixel"),
+                                   dict(mode="cubic", coordinate_transformation_mode="pytorch_half_pixel"),
+                                   dict(mode="nearest", nearest_mode="floor")])
+def test_supported_resize_passes(attrs):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rs", **attrs)]
     model = _model(nodes, [("x", F16, [1, 1, 4, 4])], [("y", F16, [1, 1, 8, 8])],
                    {"scales": np.array([1, 1, 2, 2], np.float32)})
     assert check_onnx_for_tensorrt(model) == []
@@ -201,13 +203,13 @@ def test_opset_out_of_range_is_flagged():
 
 # ---- the exporter's graphs -----------------------------------------------------------------
 
-# Both precompute graphs (with and without the semantic branch), residual AIR's extra channels
-# and both classical fills: every kind of graph export_all writes. The fills' graphs unroll a
-# 12-level pyramid (thousands of nodes, minutes of CPU to trace), so those variants are `slow`;
-# the bundled demo export below covers an onion fill graph in every run.
+# Both precompute graphs (with and without the semantic branch), both classical fills and
+# residual AIR's extra channels (residual needs a fill): every kind of graph export_all writes.
+# The fills' graphs unroll a 12-level pyramid (thousands of nodes, minutes of CPU to trace), so
+# those variants are `slow`; the bundled demo export below covers an onion fill in every run.
 VARIANTS = [
     pytest.param(dict(), id="semantic"),
-    pytest.param(dict(use_semantic=False, residual=True), id="nosemantic-residual"),
+    pytest.param(dict(use_semantic=False), id="nosemantic"),
     pytest.param(dict(fill="onion", residual=True), id="semantic-onion-residual", marks=pytest.mark.slow),
     pytest.param(dict(use_semantic=False, fill="pushpull"), id="nosemantic-pushpull", marks=pytest.mark.slow),
 ]
