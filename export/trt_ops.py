@@ -2,7 +2,8 @@
 
 The table below restates, as data in our own words, the operator support matrix of TensorRT's
 ONNX parser: ``docs/operators.md`` of github.com/onnx/onnx-tensorrt at the ``10.1-GA`` release
-(commit 96e7811, "ONNX-TensorRT 10.1 GA release"), the newest 10.x matrix that repository has.
+(commit 96e7811, "ONNX-TensorRT 10.1 GA release"), the newest 10.x matrix in the snapshot of
+that repository available here (later 10.x matrices are not reflected).
 For every operator it records whether it is supported, the element types it lists, and its
 restrictions. A few restrictions that the matrix leaves out but the parser enforces come from
 ``onnxOpImporters.cpp`` of the same commit; those rows say so (Range's input types, ScatterND
