@@ -205,13 +205,12 @@ def test_opset_out_of_range_is_flagged():
 
 # Both precompute graphs (with and without the semantic branch), both classical fills and
 # residual AIR's extra channels (residual needs a fill): every kind of graph export_all writes.
-# The fills' graphs unroll a 12-level pyramid (thousands of nodes, minutes of CPU to trace), so
-# those variants are `slow`; the bundled demo export below covers an onion fill in every run.
+# The onion fill's graph unrolls a 12-level peel (thousands of nodes, minutes of CPU to trace),
+# so that variant is `slow`; the bundled demo export below covers an onion fill in every run.
 VARIANTS = [
     pytest.param(dict(), id="semantic"),
-    pytest.param(dict(use_semantic=False), id="nosemantic"),
+    pytest.param(dict(use_semantic=False, fill="pushpull"), id="nosemantic-pushpull"),
     pytest.param(dict(fill="onion", residual=True), id="semantic-onion-residual", marks=pytest.mark.slow),
-    pytest.param(dict(use_semantic=False, fill="pushpull"), id="nosemantic-pushpull", marks=pytest.mark.slow),
 ]
 
 
