@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sair_deploy.backends.trt_backend import TrtUnavailable, check_engine_host, gpu_info  # noqa: F401
+from sair_deploy.errors import ModelError
 from sair_deploy.files import atomic_write
 from sair_deploy.model.config import SAIRConfig
 
@@ -112,6 +113,20 @@ def check_available() -> tuple[Any, dict[str, str]]:
     return trt, gpu_info()
 
 
+def check_graph_for_tensorrt(onnx_path: Path) -> None:
+    """Raise :class:`ModelError` naming the node, op and reason if TensorRT's ONNX parser would
+    reject the graph at ``onnx_path`` (see :mod:`.trt_ops`)."""
+    import onnx
+
+    from .trt_ops import TENSORRT_VERSION, check_onnx_for_tensorrt
+
+    problems = check_onnx_for_tensorrt(onnx.load(str(onnx_path), load_external_data=False))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelError(f"{onnx_path.name} breaks TensorRT {TENSORRT_VERSION}'s ONNX parser rules: "
+                         f"{problems[0]}{more}")
+
+
 def build_engine(trt, onnx_path: Path, profile: Profile, workspace_mb: int,
                  timing_cache: bytes, log=print, values: Profile | None = None) -> tuple[bytes, bytes]:
     """Build one strongly typed engine; returns (serialized engine, updated timing cache)."""
@@ -154,10 +169,14 @@ def build_engines(export_dir: str | os.PathLike, cfg: SAIRConfig, onnx_files: di
                   log=print) -> dict[str, Any]:
     """Build an engine per graph into ``export_dir/trt``; returns the manifest's ``trt`` section.
 
-    Raises :class:`TrtUnavailable` when TensorRT or a GPU is missing.
+    Raises :class:`ModelError` when a graph breaks a rule of TensorRT's ONNX parser (checked
+    statically first, so this holds without TensorRT too) and :class:`TrtUnavailable` when
+    TensorRT or a GPU is missing.
     """
-    trt, gpu = check_available()
     export_dir = Path(export_dir)
+    for rel in onnx_files.values():
+        check_graph_for_tensorrt(export_dir / rel)
+    trt, gpu = check_available()
     cache_path = export_dir / TIMING_CACHE
     cache = cache_path.read_bytes() if cache_path.is_file() else b""
     profs, vals = profiles(cfg, runtime), value_profiles(cfg, runtime)
