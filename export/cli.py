@@ -30,9 +30,12 @@ def cli(checkpoint: Path, out_dir: Path, fp16: bool, trt: bool, check: bool, for
     """Export CHECKPOINT (.safetensors) to ONNX graphs (and TensorRT engines) in DIR."""
     import warnings
 
+    from sair_deploy.files import Terminated, terminate_as_interrupt
+
     from .pipeline import export_checkpoint, run_checks
 
     warnings.filterwarnings("ignore")  # the exporter's deprecation chatter
+    terminate_as_interrupt()
     runtime = {k: v for k, v in (("tile", tile), ("block", block), ("chunk", chunk)) if v is not None}
     try:
         manifest = export_checkpoint(checkpoint, out_dir, fp16=fp16, trt=trt, force=force,
@@ -43,6 +46,9 @@ def cli(checkpoint: Path, out_dir: Path, fp16: bool, trt: bool, check: bool, for
     except SairError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt as exc:  # the previous export, if any, is still in place
+        click.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def main() -> None:
