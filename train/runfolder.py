@@ -64,8 +64,8 @@ def _start_args(run_dir: Path) -> dict[str, Any] | None:
     return record.get("args") if record.get("event") == "start" else None
 
 
-def resume_run(args, resume: str | os.PathLike, given: set[str] | None,
-               args_type: type) -> tuple[dict[str, Any] | None, Any, Path]:
+def resume_run(args, resume: str | os.PathLike, given: set[str] | None, args_type: type,
+               force: bool = False) -> tuple[dict[str, Any] | None, Any, Path]:
     """The state to continue from (``None``: a run killed before its first checkpoint, started
     again from step 0 with its own options), the run's options with the changeable ones the
     user gave applied, and the run folder.
@@ -99,6 +99,7 @@ def resume_run(args, resume: str | os.PathLike, given: set[str] | None,
                          f"{', '.join(conflicts)}; drop them to continue it, or start a new run")
     target = Path(ours["out"]) if "out" in given and ours["out"] is not None else run_dir
     saved["out"] = str(target)
+    check_run_folder(target, run_dir, force)
     if os.environ.get("RANK", "0") == "0":
         where = "" if _same_dir(target, run_dir) else f" into {target}"
         what = (f"at step {state['step']}" if state is not None else

@@ -344,7 +344,7 @@ def _run_training(args: TrainArgs, resume: str | None, force: bool,
 
     state, run_dir = None, None
     if resume:
-        state, args, run_dir = resume_run(args, resume, given, TrainArgs)
+        state, args, run_dir = resume_run(args, resume, given, TrainArgs, force)
     if args.out is None:
         args.out = "runs/sair"
     owns_group = not _distributed()
