@@ -123,7 +123,7 @@ def test_resume_into_another_run_folder_is_refused(finished_run, tmp_path):
 
 @pytest.mark.parametrize("extra,named", [
     (["--lr", "0.5"], ["--lr"]),
-    (["--config", "sair-small", "--no-semantic", "--size", "64"], ["--config", "--no-semantic", "--size"]),
+    (["--config", "sair-small", "--fill", "onion", "--size", "64"], ["--config", "--fill", "--size"]),
     (["DATA2"], ["DATA"]),
 ])
 def test_resume_refuses_options_that_differ_from_the_run(finished_run, extra, named):
