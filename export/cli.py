@@ -35,12 +35,13 @@ def cli(checkpoint: Path, out_dir: Path, fp16: bool, trt: bool, check: bool, for
     from .pipeline import export_checkpoint, run_checks
 
     warnings.filterwarnings("ignore")  # the exporter's deprecation chatter
-    terminate_as_interrupt()
     runtime = {k: v for k, v in (("tile", tile), ("block", block), ("chunk", chunk)) if v is not None}
     try:
-        manifest = export_checkpoint(checkpoint, out_dir, fp16=fp16, trt=trt, force=force,
-                                     runtime=runtime, workspace_mb=workspace_mb, log=click.echo)
-        if check and not run_checks(checkpoint, out_dir, manifest, log=click.echo):
+        with terminate_as_interrupt():
+            manifest = export_checkpoint(checkpoint, out_dir, fp16=fp16, trt=trt, force=force,
+                                         runtime=runtime, workspace_mb=workspace_mb, log=click.echo)
+            ok = not check or run_checks(checkpoint, out_dir, manifest, log=click.echo)
+        if not ok:
             click.echo("error: parity check failed (see the FAIL lines above)", err=True)
             sys.exit(1)
     except SairError as err:

@@ -134,10 +134,10 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
     """
     from .files import Terminated, terminate_as_interrupt
 
-    terminate_as_interrupt()
     try:
-        _run(image, mask, output, scale, model, backend, device, tile, overlap, chunk, reference, force,
-             quiet)
+        with terminate_as_interrupt():
+            _run(image, mask, output, scale, model, backend, device, tile, overlap, chunk, reference,
+                 force, quiet)
     except SairError as err:
         _fail(err)
     except KeyboardInterrupt as exc:

@@ -26,16 +26,24 @@ def _raise_terminated(signum, frame) -> None:  # noqa: ARG001 (signal handler si
     raise Terminated()
 
 
-def terminate_as_interrupt() -> None:
-    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread.
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """For the duration, make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt).
 
     Without this, SIGTERM ends the process at once and a file being written stays behind as a
-    temp file. Only installed from the main thread (signal handlers cannot be set elsewhere).
+    temp file. Only in the main thread (signal handlers cannot be set elsewhere); the previous
+    handler comes back on exit (the CLIs also run in-process, under tests).
     """
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager

@@ -88,9 +88,9 @@ def cli(ctx: click.Context, data: tuple[str, ...], out: str | None, config: str,
     names = {"no_progress": "progress"}  # command-line parameters that are TrainArgs fields
     given = {names.get(n, n) for n in ctx.params
              if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
-    terminate_as_interrupt()
     try:
-        summary = train(args, resume=resume, force=force, given=given)
+        with terminate_as_interrupt():
+            summary = train(args, resume=resume, force=force, given=given)
     except (SairError, WeightsNotFound, FileNotFoundError, ValueError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(getattr(err, "exit_code", 2))
