@@ -30,19 +30,26 @@ def cli(checkpoint: Path, out_dir: Path, fp16: bool, trt: bool, check: bool, for
     """Export CHECKPOINT (.safetensors) to ONNX graphs (and TensorRT engines) in DIR."""
     import warnings
 
+    from sair_deploy.files import Terminated, terminate_as_interrupt
+
     from .pipeline import export_checkpoint, run_checks
 
     warnings.filterwarnings("ignore")  # the exporter's deprecation chatter
     runtime = {k: v for k, v in (("tile", tile), ("block", block), ("chunk", chunk)) if v is not None}
     try:
-        manifest = export_checkpoint(checkpoint, out_dir, fp16=fp16, trt=trt, force=force,
-                                     runtime=runtime, workspace_mb=workspace_mb, log=click.echo)
-        if check and not run_checks(checkpoint, out_dir, manifest, log=click.echo):
+        with terminate_as_interrupt():
+            manifest = export_checkpoint(checkpoint, out_dir, fp16=fp16, trt=trt, force=force,
+                                         runtime=runtime, workspace_mb=workspace_mb, log=click.echo)
+            ok = not check or run_checks(checkpoint, out_dir, manifest, log=click.echo)
+        if not ok:
             click.echo("error: parity check failed (see the FAIL lines above)", err=True)
             sys.exit(1)
     except SairError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt as exc:  # the previous export, if any, is still in place
+        click.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def main() -> None:

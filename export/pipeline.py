@@ -17,29 +17,104 @@ REAL_CASES = ((384, 512, 1.0), (200, 256, 2.0))
 
 
 def check_output_dir(out_dir: Path, force: bool) -> None:
-    """Refuse to write into an existing, non-empty ``out_dir`` unless ``force``."""
+    """Refuse, before any work, an ``out_dir`` we must not or cannot replace: an existing,
+    non-empty folder without ``force``, with ``force`` one that is not an earlier export (its
+    files would be deleted by the swap), a file, or a place where no folder can be created."""
+    from sair_deploy.files import check_writable_dir
+
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise InputError(f"{out_dir} already exists and is not empty; pass --force to overwrite it")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise InputError(f"{out_dir} already exists and is not empty; pass --force to overwrite it")
+        if not (out_dir / mf.MANIFEST).is_file():
+            raise InputError(f"{out_dir} is not empty and holds no {mf.MANIFEST}: --force replaces "
+                             f"only an earlier export; choose an empty or new folder")
+    parent = out_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    check_writable_dir(parent, "folder")
+
+
+def _recover(out_dir: Path) -> None:
+    """Undo what a killed export left beside ``out_dir``: a previous export moved aside but not
+    yet replaced goes back; unfinished new exports and replaced old ones are removed."""
+    import shutil
+
+    parent = out_dir.absolute().parent
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(f".{out_dir.name}.old-*"))
+    if olds and not out_dir.exists():
+        os.rename(olds[-1], out_dir)
+        olds = olds[:-1]
+    for d in olds + sorted(parent.glob(f".{out_dir.name}.new-*")):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, fp16: bool = False,
                       trt: bool = False, force: bool = False, runtime: dict[str, int] | None = None,
                       workspace_mb: int = 4096, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Write the export directory for ``checkpoint``; returns the manifest written."""
+    """Write the export directory for ``checkpoint``; returns the manifest written.
+
+    The export is written into a new folder beside ``out_dir`` and swapped in at the end, so a
+    kill at any moment leaves the previous export (if any) intact. ``trt=True`` fails (nothing
+    written) when TensorRT or a GPU is missing.
+    """
+    import shutil
+    import tempfile
+
+    from sair_deploy.files import signals_deferred
     from sair_deploy.model.checkpoint import load_checkpoint
 
+    out_dir = Path(out_dir)
+    _recover(out_dir)
+    check_output_dir(out_dir, force)
+    if trt:
+        from .trt import TrtUnavailable, check_available
+
+        try:
+            check_available()
+        except TrtUnavailable as exc:
+            raise InputError(f"--trt: {exc}") from None
+    model = load_checkpoint(checkpoint)
+    out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.absolute().parent))
+    try:
+        what = _export_into(model, checkpoint, new, fp16, trt, runtime, workspace_mb, log)
+        os.chmod(new, 0o777 & ~_umask())
+        old = new.parent / f".{out_dir.name}.old-{os.getpid()}"
+        with signals_deferred():  # the two renames happen together or not at all (but SIGKILL)
+            if out_dir.exists():
+                os.rename(out_dir, old)
+            else:
+                old = None
+            os.rename(new, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if new.exists():
+            shutil.rmtree(new, ignore_errors=True)
+    log(f"wrote {out_dir / mf.MANIFEST} ({what})")
+    return mf.load_manifest(out_dir)
+
+
+def _umask() -> int:
+    u = os.umask(0)
+    os.umask(u)
+    return u
+
+
+def _export_into(model, checkpoint: str | os.PathLike, out_dir: Path, fp16: bool, trt: bool,
+                 runtime: dict[str, int] | None, workspace_mb: int, log: Callable[[str], Any]) -> str:
+    """Write the graphs, engines and manifest of ``model`` into the (new, empty) ``out_dir``;
+    returns a short description of what was written."""
     from .fp16 import convert_to_fp16
 
-    out_dir = Path(out_dir)
-    check_output_dir(out_dir, force)
-    model = load_checkpoint(checkpoint)
     cfg = model.cfg
     runtime = {**mf.runtime_sizes(), **(runtime or {})}
     radius = cfg.app.receptive_radius()
     runtime.setdefault("overlap", radius + (-radius) % 4)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     protos = export_all(model, out_dir, log=log)
     graphs: dict[str, Any] = {}
@@ -77,21 +152,20 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         manifest["trt"] = _build_trt(out_dir, cfg, graphs, "fp16" if fp16 else "fp32", runtime,
                                      workspace_mb, log)
     mf.write_manifest(out_dir, manifest)
-    log(f"wrote {out_dir / mf.MANIFEST} ({len(graphs)} graphs"
-        f"{', float16' if fp16 else ''}{', TensorRT engines' if manifest['trt'] else ''})")
-    return mf.load_manifest(out_dir)
+    return f"{len(graphs)} graphs{', float16' if fp16 else ''}{', TensorRT engines' if manifest['trt'] else ''}"
 
 
 def _build_trt(out_dir: Path, cfg, graphs: dict[str, Any], precision: str, runtime: dict[str, int],
-               workspace_mb: int, log) -> dict[str, Any] | None:
+               workspace_mb: int, log) -> dict[str, Any]:
+    from sair_deploy.errors import ModelError
+
     from .trt import TrtUnavailable, build_engines
 
     sources = {name: g["files"][precision][0] for name, g in graphs.items()}
     try:
         return build_engines(out_dir, cfg, sources, precision, runtime, workspace_mb, log=log)
-    except TrtUnavailable as exc:
-        log(f"--trt skipped: {exc}; the ONNX graphs were written")
-        return None
+    except TrtUnavailable as exc:  # asked for explicitly: no engines is a failed export
+        raise ModelError(f"--trt: no TensorRT engines were built ({exc}); nothing was written") from None
 
 
 def run_checks(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, manifest: dict[str, Any],

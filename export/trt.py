@@ -58,7 +58,7 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     ps = cfg.semantic.patch_size
     base = 3 if cfg.residual else 0  # a residual model carries the base colours along
     hid_sir, hid_air = cfg.sir.hidden, cfg.air.hidden + base
-    r, k, sem, q, o = s["region"], s["keep"], s["semantic"], s["chunk"], s["opt_side"]
+    r, k, sem, o = s["region"], s["keep"], s["semantic"], s["opt_side"]
     pixels = r * r
     holes = ((1,), (o * o // 3 + 1,), (pixels + 1,))  # hole indices + the sentinel
     u8 = ((1, 1, 1, 3), (1, o, o, 3), (1, r, r, 3))

@@ -21,10 +21,10 @@ def _fail(err: SairError) -> None:
 def _inpaint_one(inpainter, image_path: Path, mask_path: Path, out: Path, scale: float,
                  force: bool, quiet: bool) -> str:
     """Inpaint one pair and write it; returns a one-line report."""
-    from .io import read_image, read_mask, save_image
+    from .io import check_output_path, check_output_size, image_size, read_image, read_mask, save_image
 
-    if out.exists() and not force:
-        raise InputError(f"{out} already exists; pass --force to overwrite it")
+    check_output_path(out, force)
+    check_output_size(*image_size(image_path), scale, out)
     image = read_image(image_path)
     mask = read_mask(mask_path, image.shape[:2])
     holes = float(mask.mean())
@@ -43,12 +43,65 @@ def _inpaint_one(inpainter, image_path: Path, mask_path: Path, out: Path, scale:
     return f"wrote {out} ({result.shape[1]}x{result.shape[0]}, {note})"
 
 
-def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path | None]]:
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path | None, str | None]]:
+    """``(image, mask or None, why not)`` for every image in the folder ``images``."""
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     if masks.is_file():
-        return [(p, masks) for p in files]
-    by_stem = {p.stem: p for p in masks.iterdir() if p.suffix.lower() in IMAGE_EXTS}
-    return [(p, by_stem.get(p.stem) or by_stem.get(p.stem + "_mask")) for p in files]
+        return [(p, masks, None) for p in files]
+    by_stem: dict[str, list[Path]] = {}
+    for p in sorted(masks.iterdir()):
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+            by_stem.setdefault(p.stem, []).append(p)
+    out = []
+    for p in files:
+        found = by_stem.get(p.stem) or by_stem.get(p.stem + "_mask")
+        if not found:
+            out.append((p, None, f"no mask named {p.stem} in {masks}"))
+        elif len(found) > 1:
+            out.append((p, None, f"several masks could be its mask ({', '.join(f.name for f in found)}); "
+                                 f"keep one"))
+        else:
+            out.append((p, found[0], None))
+    return out
+
+
+def _output_names(images: list[Path]) -> dict[Path, str]:
+    """A distinct output file name (``.png``) for every input image.
+
+    ``a.png`` gives ``a.png``; when two inputs share a stem (``a.jpg`` and ``a.png``), each keeps
+    its extension in the name (``a_jpg.png``, ``a_png.png``). Names are compared case-folded, so
+    the mapping stays one-to-one on case-insensitive file systems too.
+    """
+    stems: dict[str, int] = {}
+    for p in images:
+        stems[p.stem.casefold()] = stems.get(p.stem.casefold(), 0) + 1
+    names = {p: (f"{p.stem}.png" if stems[p.stem.casefold()] == 1
+                 else f"{p.stem}_{p.suffix[1:].lower()}.png") for p in images}
+    taken: dict[str, int] = {}
+    for n in names.values():
+        taken[n.casefold()] = taken.get(n.casefold(), 0) + 1
+    for p, n in names.items():  # a crafted name (a_jpg.png beside a.jpg and a.png): number it
+        k = 1
+        while taken[n.casefold()] > 1:
+            taken[n.casefold()] -= 1
+            k += 1
+            n = f"{p.stem}_{p.suffix[1:].lower()}_{k}.png"
+            taken[n.casefold()] = taken.get(n.casefold(), 0) + 1
+        names[p] = n
+    return names
+
+
+def _check_folder_output(output: Path) -> None:
+    """The output folder (or, if it does not exist yet, its nearest existing parent) must take
+    new files; checked before any work."""
+    from .files import check_writable_dir
+
+    if output.exists() and not output.is_dir():
+        raise InputError(f"output {output} is a file; folder input needs an output folder")
+    parent = output
+    while not parent.exists():
+        parent = parent.parent
+    check_writable_dir(parent, "output folder" if parent == output else "folder")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,55 +132,103 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
     IMAGE and MASK may be folders: images are paired with masks of the same name (or NAME_mask),
     or MASK may be a single file used for every image; bad pairs are reported and skipped.
     """
-    try:
-        if not (scale >= 1.0) or scale != scale or scale == float("inf"):
-            raise InputError(f"--scale must be a number >= 1, got {scale}")
-        if tile is not None and (tile <= 0 or tile % 4):
-            raise InputError(f"--tile must be a positive multiple of 4, got {tile}")
-        if chunk is not None and chunk < 1:
-            raise InputError(f"--chunk must be positive, got {chunk}")
-        for p, what in ((image, "image"), (mask, "mask")):
-            if not p.exists():
-                raise InputError(f"{what} {p} does not exist")
-        from .api import load_inpainter
+    from .files import Terminated, terminate_as_interrupt
 
-        folder = image.is_dir()
-        if folder and not output:
-            raise InputError("folder input needs -o OUTPUT_FOLDER")
-        if not folder and mask.is_dir():
-            raise InputError(f"mask {mask} is a folder but image {image} is a file")
-        inpainter = load_inpainter(model, backend=backend, device=device, tile=tile, overlap=overlap,
-                                   chunk=chunk, progress=not quiet, reference=reference)
-        if not folder:
-            out = output or image.with_name(f"{image.stem}_inpainted.png")
-            click.echo(_inpaint_one(inpainter, image, mask, out, scale, force, quiet), err=True)
-            return
+    try:
+        with terminate_as_interrupt():
+            _run(image, mask, output, scale, model, backend, device, tile, overlap, chunk, reference,
+                 force, quiet)
+    except SairError as err:
+        _fail(err)
+    except KeyboardInterrupt as exc:
+        click.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
+
+
+def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
+         device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool,
+         force: bool, quiet: bool) -> None:
+    """The command: every option, path and output size is checked before the model is loaded."""
+    from .io import MAX_OUTPUT_PIXELS, MIN_SIDE, check_output_path, check_output_size, image_size
+
+    if not (scale >= 1.0) or scale != scale or scale == float("inf"):
+        raise InputError(f"--scale must be a number >= 1, got {scale}")
+    if scale * MIN_SIDE > MAX_OUTPUT_PIXELS ** 0.5:
+        raise InputError(f"--scale {scale:g} is too large: even a {MIN_SIDE}x{MIN_SIDE} image would "
+                         f"give more than {MAX_OUTPUT_PIXELS / 1e6:.0f} Mpx")
+    if tile is not None and (tile <= 0 or tile % 4):
+        raise InputError(f"--tile must be a positive multiple of 4, got {tile}")
+    if chunk is not None and chunk < 1:
+        raise InputError(f"--chunk must be positive, got {chunk}")
+    for p, what in ((image, "image"), (mask, "mask")):
+        if not p.exists():
+            raise InputError(f"{what} {p} does not exist")
+    from .api import load_inpainter
+
+    folder = image.is_dir()
+    if folder and not output:
+        raise InputError("folder input needs -o OUTPUT_FOLDER")
+    if not folder and mask.is_dir():
+        raise InputError(f"mask {mask} is a folder but image {image} is a file")
+
+    def load():
+        return load_inpainter(model, backend=backend, device=device, tile=tile, overlap=overlap,
+                              chunk=chunk, progress=not quiet, reference=reference)
+
+    if not folder:
+        out = output or image.with_name(f"{image.stem}_inpainted.png")
+        check_output_path(out, force)
+        check_output_size(*image_size(image), scale, out)
+        image_size(mask, "mask")  # a missing or corrupt mask is reported before the model loads
+        _refuse_overwriting_inputs(out, [image, mask])
+        click.echo(_inpaint_one(load(), image, mask, out, scale, force, quiet), err=True)
+        return
+
+    _check_folder_output(output)
+    pairs = _pairs(image, mask)
+    if not pairs:
+        raise InputError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {image}")
+    names = _output_names([p for p, _, _ in pairs])
+    inputs = [p for p, _, _ in pairs] + [m for _, m, _ in pairs if m is not None]
+    failed, jobs = 0, []
+    from tqdm.auto import tqdm
+
+    for img_path, mask_path, why in pairs:  # every pair's problems first, before any inference
+        out = output / names[img_path]
+        try:
+            if why:
+                raise InputError(why)
+            if out.is_dir():
+                raise InputError(f"output {out} is a folder")
+            if out.exists() and not force:
+                raise InputError(f"{out} already exists; pass --force to overwrite it")
+            _refuse_overwriting_inputs(out, inputs)
+            jobs.append((img_path, mask_path, out))
+        except InputError as err:
+            failed += 1
+            click.echo(f"skipped {img_path.name}: {err}", err=True)
+    if jobs:
         output.mkdir(parents=True, exist_ok=True)
-        pairs = _pairs(image, mask)
-        if not pairs:
-            raise InputError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {image}")
-        failed = 0
-        from tqdm.auto import tqdm
-        for img_path, mask_path in tqdm(pairs, desc="images", disable=quiet):
-            out = output / f"{img_path.stem}.png"
+        inpainter = load()
+        for img_path, mask_path, out in tqdm(jobs, desc="images", disable=quiet):
             try:
-                if mask_path is None:
-                    raise InputError(f"no mask named {img_path.stem} in {mask}")
                 msg = _inpaint_one(inpainter, img_path, mask_path, out, scale, force, True)
-                if quiet:
-                    continue
-                tqdm.write(msg, file=sys.stderr)
+                if not quiet:
+                    tqdm.write(msg, file=sys.stderr)
             except InputError as err:
                 failed += 1
                 tqdm.write(f"skipped {img_path.name}: {err}", file=sys.stderr)
-        click.echo(f"{len(pairs) - failed} of {len(pairs)} images inpainted into {output}", err=True)
-        if failed:
-            sys.exit(1)
-    except SairError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    click.echo(f"{len(pairs) - failed} of {len(pairs)} images inpainted into {output}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:
+    """Never write an output over one of this run's inputs (even with --force)."""
+    target = out.resolve()
+    for p in inputs:
+        if p.resolve() == target:
+            raise InputError(f"output {out} is one of the inputs; choose another output")
 
 
 def main() -> None:

@@ -106,12 +106,14 @@ def load_manifest(export_dir: str | os.PathLike, check: set[str] | None = None) 
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path} is not valid JSON ({exc}); re-run sair-export") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelError(f"{path} is not a sair-export manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{path} has format version {manifest.get('format_version')}, this "
+    version = manifest.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ModelError(f"{path} has format version {version!r}, this "
                          f"sair-deploy reads version {FORMAT_VERSION}; re-export with this release")
-    hashes = manifest.get("sha256", {})
+    _check_structure(manifest, path)
+    hashes = manifest["sha256"]
     for rel in sorted(manifest_files(manifest) if check is None else check):
         f = export_dir / rel
         if not f.is_file():
@@ -122,6 +124,42 @@ def load_manifest(export_dir: str | os.PathLike, check: set[str] | None = None) 
             raise ModelError(f"{f} does not match the sha256 in {MANIFEST} (modified or corrupt); "
                              f"re-run sair-export")
     return manifest
+
+
+def _check_structure(manifest: dict[str, Any], path: Path) -> None:
+    """ModelError (one line) unless the manifest has what the runtime reads: a valid config,
+    graphs with files, hashes and sizes of the right types."""
+    from .model.config import SAIRConfig  # pure dataclasses: no torch
+
+    def bad(what: str) -> ModelError:
+        return ModelError(f"{path} is malformed: {what}; re-run sair-export")
+
+    try:
+        SAIRConfig.from_dict(manifest.get("config"))
+    except ValueError as exc:
+        raise ModelError(f"{path} has a bad model config: {str(exc).splitlines()[0][:160]}; "
+                         f"re-export with this release") from None
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        raise bad("no 'graphs' section")
+    for name, g in graphs.items():
+        files = g.get("files") if isinstance(g, dict) else None
+        if not isinstance(files, dict) or not files:
+            raise bad(f"graph {name!r} lists no files")
+        for f in files.values():
+            if not (isinstance(f, str) or (isinstance(f, list) and f and all(isinstance(x, str) for x in f))):
+                raise bad(f"graph {name!r} has a file entry that is not a path")
+    if not isinstance(manifest.get("sha256"), dict):
+        raise bad("no 'sha256' section")
+    runtime = manifest.get("runtime", {})
+    if not isinstance(runtime, dict) or not all(type(v) is int and v >= 0 for v in runtime.values()):
+        raise bad("'runtime' sizes are not non-negative integers")
+    trt = manifest.get("trt")
+    if trt is not None:
+        engines = trt.get("engines") if isinstance(trt, dict) else None
+        if not isinstance(engines, dict) or not all(isinstance(e, dict) and isinstance(e.get("file"), str)
+                                                    for e in engines.values()):
+            raise bad("the 'trt' section has no valid 'engines'")
 
 
 def graph_files(manifest: dict[str, Any], precision: str) -> dict[str, str]:

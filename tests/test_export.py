@@ -48,14 +48,15 @@ def checkpoint(tmp_path_factory, model) -> str:
 
 @pytest.fixture(scope="module")
 def export_run(tmp_path_factory, checkpoint, monkeypatch_module):
-    """One CLI export (float32 + float16) shared by the tests, into a directory that already
-    holds a file (so --force is exercised) with TensorRT made unavailable (so --trt falls back)."""
+    """One CLI export (float32 + float16) shared by the tests, over an earlier export (so --force
+    is exercised: the earlier one is replaced as a whole)."""
     out = tmp_path_factory.mktemp("export") / "tiny"
     out.mkdir()
+    (out / "manifest.json").write_text("{}")
     (out / "stale.txt").write_text("from an earlier run")
-    monkeypatch_module.setitem(sys.modules, "tensorrt", None)
-    res = CliRunner().invoke(cli, [checkpoint, "-o", str(out), "--fp16", "--trt", "--force"])
+    res = CliRunner().invoke(cli, [checkpoint, "-o", str(out), "--fp16", "--force"])
     assert res.exit_code == 0, res.output + repr(res.exception)
+    assert not (out / "stale.txt").exists()
     return out, res.output
 
 
@@ -87,11 +88,16 @@ def test_cli_writes_graphs_and_manifest(export_run, model):
     assert os.stat(out / "query.onnx").st_mode & 0o044  # readable like any new file
 
 
-def test_trt_without_tensorrt_says_so_in_one_line(export_run):
-    out, output = export_run
-    lines = [ln for ln in output.splitlines() if "trt" in ln.lower() or "tensorrt" in ln.lower()]
-    assert len(lines) == 1 and lines[0].startswith("--trt skipped: TensorRT is not installed")
-    assert (out / "query.onnx").is_file() and load_manifest(out)["trt"] is None
+def test_trt_without_tensorrt_is_an_error_in_one_line(export_run, checkpoint, tmp_path,
+                                                     monkeypatch):
+    out, _ = export_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    res = CliRunner().invoke(cli, [checkpoint, "-o", str(out), "--trt", "--force"])
+    assert res.exit_code == 2 and res.output.startswith("error: --trt: TensorRT is not installed")
+    assert len(res.output.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the export is untouched
+    assert load_manifest(out)["trt"] is None
 
 
 def test_graphs_are_opset18_without_gridsample(export_dir):

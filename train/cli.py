@@ -90,13 +90,22 @@ from .trainer import STAGES, TrainArgs
 @click.option("--device", default="auto", help="auto, cpu or cuda.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--resume", type=click.Path(), default=None,
-              help="Continue a run (its folder or state.pt) with its saved options.")
-def cli(data: tuple[str, ...], out: str | None, config: str, no_semantic: bool, no_progress: bool,
-        resume: str | None, **opts) -> None:
+              help="Continue a run (its folder or state.pt) with its saved options; options that "
+                   "differ from the run's are refused, except -o, --max-steps, --max-minutes, "
+                   "--epochs, --device, --workers and logging/checkpoint intervals.")
+@click.option("--force", is_flag=True,
+              help="Start a new run in a folder that holds an earlier run (its run files are removed).")
+@click.pass_context
+def cli(ctx: click.Context, data: tuple[str, ...], out: str | None, config: str, no_semantic: bool,
+        no_progress: bool, resume: str | None, force: bool, **opts) -> None:
     """Train on DATA: image folders (searched recursively) or list files of image paths."""
+    from click.core import ParameterSource
+
     from sair_deploy.errors import SairError
+    from sair_deploy.files import terminate_as_interrupt
     from sair_deploy.model.semantic import WeightsNotFound
 
+    from .runfolder import Stopped
     from .trainer import train
 
     if not data and not resume:
@@ -104,11 +113,21 @@ def cli(data: tuple[str, ...], out: str | None, config: str, no_semantic: bool, 
     opts["val"] = list(opts["val"])
     args = TrainArgs(data=list(data), out=out, config=config, no_semantic=no_semantic,
                      progress=not no_progress, **opts)
+    names = {"no_progress": "progress"}  # command-line parameters that are TrainArgs fields
+    given = {names.get(n, n) for n in ctx.params
+             if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
     try:
-        summary = train(args, resume=resume)
+        with terminate_as_interrupt():
+            summary = train(args, resume=resume, force=force, given=given)
     except (SairError, WeightsNotFound, FileNotFoundError, ValueError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(getattr(err, "exit_code", 2))
+    except Stopped as stop:
+        click.echo(str(stop), err=True)
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:
+        click.echo("interrupted; the run's last checkpoint (if any) is intact", err=True)
+        sys.exit(130)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only the first process reports
     click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -8,8 +8,10 @@ epoch's permutation; ``batch`` is the global batch size. A run folder holds
   epoch, position in the epoch, RNG states, arguments); read with ``weights_only=True``,
 * ``log.jsonl``: one JSON object per logged step and per validation.
 
-Both files are written atomically (temp file + rename), so a run killed mid-write keeps the
-previous checkpoint.
+Both files are written as one checkpoint (temp files, then renames with signals held back;
+see :mod:`.runfolder`), so a run killed mid-write keeps the previous checkpoint. A new run
+refuses a folder that holds an earlier run unless ``force``; ``--resume`` refuses options that
+differ from the run's.
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sair_deploy.coords import make_coord
-from sair_deploy.errors import ModelError
-from sair_deploy.files import atomic_write
-from sair_deploy.model.checkpoint import read_config, read_metadata, save_checkpoint
+from sair_deploy.model.checkpoint import (checkpoint_writer, read_config, read_metadata,
+                                          save_checkpoint)
 from sair_deploy.model.config import (SAIRConfig, TrainingRecipe, get_config, get_recipe,
                                       recipe_for)
 from sair_deploy.model.fast import FastSAIR
@@ -44,6 +45,7 @@ from sair_deploy.model.sair import SAIR, Features, pixel_cell
 
 from .data import (InpaintingDataset, SampleSpec, ValidationDataset, list_images, split_files)
 from .masks import MaskFolder
+from .runfolder import (StopRequest, Stopped, check_run_folder, commit_checkpoint, readable_images, repair_model_file, reset_run_folder, resume_run)
 
 STAGES = ("joint", "sir-then-air")
 
@@ -335,25 +337,6 @@ def patch_ssim(pred: Tensor, gt: Tensor, hole: Tensor, win: int = 7) -> Tensor:
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training-state file; a truncated or corrupt file is a one-line :class:`ModelError`."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "state.pt"
-    if not path.is_file():
-        raise ModelError(f"no training state at {path}; pass a run folder or its state.pt")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise ModelError(f"training state {path} is truncated or corrupt ({detail}); "
-                         f"resume from an intact copy or start a new run") from None
-
-
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
              "python_pos": random.getstate()[2]}
@@ -422,22 +405,39 @@ def steps_per_epoch(n: int, batch: int) -> int:
     return n // batch if n >= batch else 1
 
 
-def train(args: TrainArgs, resume: str | None = None) -> dict[str, Any]:
+def train(args: TrainArgs, resume: str | None = None, force: bool = False,
+          given: set[str] | None = None) -> dict[str, Any]:
     """Run (or continue) training; returns a summary of the last step."""
-    return run_training(args, resume)[0]
+    return run_training(args, resume, force, given)[0]
 
 
-def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, Any], SAIR]:
-    """:func:`train`, also returning this process's trained model."""
+def run_training(args: TrainArgs, resume: str | None = None, force: bool = False,
+                 given: set[str] | None = None) -> tuple[dict[str, Any], SAIR]:
+    """:func:`train`, also returning this process's trained model.
+
+    ``force`` lets a new run replace the run files of an earlier one in its folder; ``given``
+    names the options the user set (for ``resume``: the others come from the run; None: all).
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        return _run_training(args, resume, force, given)
+    finally:  # the loop's stop-request handlers, whatever way it ended
+        for s, h in handlers.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
+def _run_training(args: TrainArgs, resume: str | None, force: bool,
+                  given: set[str] | None) -> tuple[dict[str, Any], SAIR]:
     from tqdm import tqdm
 
-    state = load_state(resume) if resume else None
-    if state is not None:
-        saved = dict(state["args"])
-        # Options about this invocation may change; the run's own options may not.
-        for key in ("max_minutes", "max_steps", "progress", "workers", "device", "out"):
-            saved[key] = getattr(args, key) if getattr(args, key) is not None else saved[key]
-        args = TrainArgs(**saved)
+    state, run_dir = None, None
+    if resume:
+        state, args, run_dir = resume_run(args, resume, given, TrainArgs, force)
     if args.out is None:
         args.out = "runs/sair"
     args = resolve_recipe(args)
@@ -452,6 +452,13 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     out = Path(args.out)
+    check_run_folder(out, run_dir, force)
+    readable_images(list_images(args.data), "training")
+    if world > 1:
+        dist.barrier()  # every process checked the folder before the first one writes in it
+    if rank == 0:
+        reset_run_folder(out, continuing=state is not None and run_dir is not None
+                         and out.absolute().resolve() == run_dir.absolute().resolve())
 
     model = build_model(args)
     note = check_semantic_setup(args, model)
@@ -490,6 +497,10 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
         sched.load_state_dict(state["scheduler"])
         step, epoch, start = state["step"], state["epoch"], state["batch_in_epoch"]
         _set_rng_state(state["rng"])
+        if rank == 0 and (out / "state.pt").is_file():
+            repair_model_file(out, state, lambda p: save_checkpoint(model, p, extra={
+                "step": str(step), "epoch": str(epoch), "final": str(state.get("final", False)),
+                "clip_pretrained": str(clip_pretrained(args, model.cfg)).lower()}))
     model.to(device).train()
     if args.channels_last:
         model.app_encoder.to(memory_format=torch.channels_last)
@@ -509,13 +520,13 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
     def checkpoint(final: bool = False) -> None:
         if rank != 0:
             return
-        save_state(out / "state.pt", {
+        commit_checkpoint(out, {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "step": step, "epoch": epoch,
-            "batch_in_epoch": start, "rng": _rng_state(), "args": args.to_dict()})
-        save_checkpoint(model, out / "model.safetensors",
-                        extra={"step": str(step), "epoch": str(epoch), "final": str(final),
-                               "clip_pretrained": str(pretrained).lower()})
+            "batch_in_epoch": start, "rng": _rng_state(), "args": args.to_dict(), "final": final},
+            checkpoint_writer(model, extra={"step": str(step), "epoch": str(epoch),
+                                            "final": str(final),
+                                            "clip_pretrained": str(pretrained).lower()}))
 
     if rank == 0:
         log({"event": "start", "step": step, "epoch": epoch, "world": world,
@@ -523,6 +534,7 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
              "steps_per_epoch": spe, "args": args.to_dict(), "model": model.cfg.to_dict(),
              "semantic_loss": sem_target, "clip_pretrained": pretrained})
 
+    stopper = StopRequest().__enter__()  # SIGINT/SIGTERM: stop after this step, checkpointed
     t0 = time.time()
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
     stop = args.max_steps is not None and step >= args.max_steps
@@ -567,7 +579,7 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
             if args.ckpt_every and step % args.ckpt_every == 0:
                 checkpoint()
             stop = time.time() > deadline or (args.max_steps is not None
-                                              and step >= args.max_steps)
+                                              and step >= args.max_steps) or stopper.requested
             if world > 1:  # every process stops at the same step
                 flag = torch.tensor([float(stop)], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -587,11 +599,13 @@ def run_training(args: TrainArgs, resume: str | None = None) -> tuple[dict[str, 
                 metrics = validate(model, loader, device)
                 log({"event": "val", "step": step, "epoch": epoch, **metrics})
                 last.update(metrics)
-    checkpoint(final=True)
+    checkpoint(final=not stopper.requested)
     if rank == 0:
         log({"event": "end", "step": step, "epoch": epoch, "minutes": (time.time() - t0) / 60,
              "skipped_images": skipped_total})
         log_f.close()
+    if stopper.requested:
+        raise Stopped(stopper.signal, step, out)
     last.update(step=step, epoch=epoch, skipped=skipped_total)
     if world > 1 and owns_group:
         dist.destroy_process_group()

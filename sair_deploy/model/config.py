@@ -108,19 +108,26 @@ class SAIRConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SAIRConfig":
+        """Rebuild a config saved with :meth:`to_dict`; ``ValueError`` naming what is wrong for
+        anything else (unknown keys, as a newer release's config would have, or bad values)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the model config must be a JSON object, got {type(d).__name__}")
         d = dict(d)
-        sem = SemanticConfig(**d.pop("semantic", {}))
-        app_d = dict(d.pop("app", {}))
-        if "widths" in app_d:
-            app_d["widths"] = tuple(app_d["widths"])
-        app = AppEncoderConfig(**app_d)
-        sir = MLPConfig(**d.pop("sir", {}))
-        air = MLPConfig(**d.pop("air", {}))
+        parts = {}
+        for key, sub in (("semantic", SemanticConfig), ("app", AppEncoderConfig), ("sir", MLPConfig),
+                         ("air", MLPConfig)):
+            parts[key] = _section(sub, key, d.pop(key, {}))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown SAIR config fields: {sorted(unknown)}")
-        return cls(semantic=sem, app=app, sir=sir, air=air, **d)
+            raise ValueError(f"unknown SAIR config fields: {sorted(unknown)} (made by a newer "
+                             f"release?)")
+        for key in ("use_semantic", "sir_unfold", "residual"):
+            if key in d and not isinstance(d[key], bool):
+                raise ValueError(f"config field {key} must be true or false, got {d[key]!r}")
+        if "name" in d and not isinstance(d["name"], str):
+            raise ValueError(f"config field name must be a string, got {d['name']!r}")
+        return cls(**parts, **d)
 
     def __post_init__(self) -> None:
         if self.fill not in FILLS:
@@ -133,6 +140,37 @@ class SAIRConfig:
 
     def replace(self, **changes: Any) -> "SAIRConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _section(cls, key: str, value: Any) -> Any:
+    """One nested config section from its dict, checking keys and the types of numbers."""
+    if not isinstance(value, dict):
+        raise ValueError(f"config section {key} must be a JSON object, got {type(value).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(value) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown fields in config section {key}: {sorted(unknown)} (made by a "
+                         f"newer release?)")
+    value = dict(value)
+    if "widths" in value:
+        w = value["widths"]
+        if not (isinstance(w, (list, tuple)) and len(w) == 3 and all(_pos_int(x) for x in w)):
+            raise ValueError(f"config {key}.widths must be 3 positive integers, got {w!r}")
+        value["widths"] = tuple(w)
+    for name, v in value.items():
+        default = getattr(cls(), name)
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise ValueError(f"config {key}.{name} must be true or false, got {v!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and not _pos_int(v):
+            raise ValueError(f"config {key}.{name} must be a positive integer, got {v!r}")
+    try:
+        return cls(**value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad config section {key}: {exc}") from None
+
+
+def _pos_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
 def _paper() -> SAIRConfig:
