@@ -70,10 +70,13 @@ def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path | None]]:
 @click.option("--reference", is_flag=True, help="Evaluate the literal paper formulation (slow; torch).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--server", metavar="URL", default=None,
+              help="Send the jobs to a running sair-serve (Triton's HTTP port, e.g. http://127.0.0.1:8000) "
+                   "instead of loading a model here.")
 @click.version_option(__version__, prog_name="sair-inpaint")
 def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
         device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool, force: bool,
-        quiet: bool) -> None:
+        quiet: bool, server: str | None) -> None:
     """Inpaint IMAGE where MASK is white (any value above half range is a hole).
 
     IMAGE and MASK may be folders: images are paired with masks of the same name (or NAME_mask),
@@ -96,11 +99,19 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
             raise InputError("folder input needs -o OUTPUT_FOLDER")
         if not folder and mask.is_dir():
             raise InputError(f"mask {mask} is a folder but image {image} is a file")
-        inpainter = load_inpainter(model, backend=backend, device=device, tile=tile, overlap=overlap,
-                                   chunk=chunk, progress=not quiet, reference=reference)
+        if server:  # the same jobs, run by sair-serve
+            from .serve.client import remote_inpaint_one
+
+            def run_one(_, img, msk, out, scale, force, quiet):
+                return remote_inpaint_one(server, img, msk, out, scale, force)
+            inpainter = None
+        else:
+            run_one = _inpaint_one
+            inpainter = load_inpainter(model, backend=backend, device=device, tile=tile, overlap=overlap,
+                                       chunk=chunk, progress=not quiet, reference=reference)
         if not folder:
             out = output or image.with_name(f"{image.stem}_inpainted.png")
-            click.echo(_inpaint_one(inpainter, image, mask, out, scale, force, quiet), err=True)
+            click.echo(run_one(inpainter, image, mask, out, scale, force, quiet), err=True)
             return
         output.mkdir(parents=True, exist_ok=True)
         pairs = _pairs(image, mask)
@@ -113,7 +124,7 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
             try:
                 if mask_path is None:
                     raise InputError(f"no mask named {img_path.stem} in {mask}")
-                msg = _inpaint_one(inpainter, img_path, mask_path, out, scale, force, True)
+                msg = run_one(inpainter, img_path, mask_path, out, scale, force, True)
                 if quiet:
                     continue
                 tqdm.write(msg, file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -16,12 +17,13 @@ MAX_SIDE = 16384
 WRITABLE = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def _open(path: str | os.PathLike, what: str) -> Image.Image:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"{what} {path} is not a file")
+def _open(path: str | os.PathLike | BinaryIO, what: str) -> Image.Image:
+    if not hasattr(path, "read"):  # a binary file object (e.g. request bytes) is read as it is
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{what} {path} does not exist")
+        if not path.is_file():
+            raise InputError(f"{what} {path} is not a file")
     try:
         im = Image.open(path)
         im.load()
@@ -51,7 +53,7 @@ def _to_float(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike | BinaryIO) -> np.ndarray:
     """An image file as ``(H, W, 3)`` float32 in [0, 1] (grayscale replicated, alpha dropped,
     16-bit scaled)."""
     a = _to_float(_open(path, "image"))
@@ -60,7 +62,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3])
 
 
-def read_mask(path: str | os.PathLike, image_shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+def read_mask(path: str | os.PathLike | BinaryIO, image_shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
     """A mask file as ``(H, W)`` bool, True = hole (white). Values above ``threshold`` (of the full
     range) are holes. A mask of another size with the image's aspect ratio is resized (nearest)."""
     im = _open(path, "mask")
