@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +62,18 @@ def run_clients(call, jobs: list, clients: int) -> tuple[np.ndarray, float]:
         for f in [pool.submit(client, k) for k in range(clients)]:
             f.result()
     return np.array(lat), time.perf_counter() - start
+
+
+_local = threading.local()
+
+
+def _client(url: str):
+    """This thread's HTTP client (tritonclient's is not thread-safe), kept open like a real client's."""
+    import tritonclient.http as httpclient
+
+    if getattr(_local, "url", None) != url:
+        _local.client, _local.url = httpclient.InferenceServerClient(url.split("://")[1]), url
+    return _local.client
 
 
 def start_server(instances: int) -> tuple[subprocess.Popen, str]:
@@ -121,7 +134,8 @@ def main() -> None:
                 jobs = make_jobs(size, clients * args.requests, seed=size + clients)
                 local(*jobs[0]), inpaint_remote(url, *jobs[0], 1.0)  # warm-up, not timed
                 lat_l, wall_l = run_clients(local, jobs, clients)
-                lat_s, wall_s = run_clients(lambda i, m: inpaint_remote(url, i, m, 1.0), jobs, clients)
+                lat_s, wall_s = run_clients(lambda i, m: inpaint_remote(url, i, m, 1.0, client=_client(url)),
+                                            jobs, clients)
                 lp50, lp99 = np.percentile(lat_l, [50, 99])
                 sp50, sp99 = np.percentile(lat_s, [50, 99])
                 rows.append(f"| {size}² | {clients} | {lp50:.0f} / {lp99:.0f} | {len(jobs) / wall_l:.2f} | "

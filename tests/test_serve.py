@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,7 @@ class Server:
         import tritonclient.http as httpclient
 
         self.client = httpclient.InferenceServerClient(f"127.0.0.1:{self.http}")
+        self._local, self._clients = threading.local(), [self.client]
         deadline = time.monotonic() + 180
         while True:
             if self.proc.poll() is not None:
@@ -114,19 +116,24 @@ class Server:
             time.sleep(0.5)
 
     def infer(self, image: bytes, mask: bytes, scale: float) -> bytes:
+        """One request on this thread's own client (tritonclient's HTTP client is not thread-safe)."""
         import tritonclient.http as httpclient
 
+        if not hasattr(self._local, "client"):
+            self._local.client = httpclient.InferenceServerClient(f"127.0.0.1:{self.http}")
+            self._clients.append(self._local.client)
         ins = [httpclient.InferInput("image", [1], "BYTES"), httpclient.InferInput("mask", [1], "BYTES"),
                httpclient.InferInput("scale", [1], "FP32")]
         ins[0].set_data_from_numpy(np.array([image], dtype=np.object_))
         ins[1].set_data_from_numpy(np.array([mask], dtype=np.object_))
         ins[2].set_data_from_numpy(np.array([scale], dtype=np.float32))
-        return self.client.infer("sair_inpaint", ins).as_numpy("inpainted").reshape(-1)[0]
+        return self._local.client.infer("sair_inpaint", ins).as_numpy("inpainted").reshape(-1)[0]
 
     def stop(self) -> list[int]:
         """SIGTERM, wait; the processes of the tree that are still alive afterwards."""
         tree = _tree(self.proc.pid)
-        self.client.close()  # an idle keep-alive connection would hold Triton's exit for its timeout
+        for client in self._clients:  # an idle keep-alive connection would hold Triton's exit for its timeout
+            client.close()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=90)

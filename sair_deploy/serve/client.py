@@ -21,8 +21,11 @@ def _host_port(url: str) -> str:
 
 
 def inpaint_remote(url: str, image: bytes, mask: bytes, scale: float, timeout: float = 600.0,
-                   image_name: str = IMAGE_LABEL, mask_name: str = MASK_LABEL) -> bytes:
+                   image_name: str = IMAGE_LABEL, mask_name: str = MASK_LABEL, client=None) -> bytes:
     """Send one job to a running ``sair-serve`` at ``url``; the encoded PNG it returns.
+
+    ``client``: a ``tritonclient.http.InferenceServerClient`` to reuse (one per thread: it is not
+    thread-safe); by default one is opened and closed for this job.
 
     Errors the server reports come back as the same :class:`InputError`/:class:`ModelError` the
     local path raises, with ``image_name``/``mask_name`` (the user's paths) put back into them.
@@ -40,12 +43,15 @@ def inpaint_remote(url: str, image: bytes, mask: bytes, scale: float, timeout: f
     inputs[1].set_data_from_numpy(np.array([mask], dtype=np.object_))
     inputs[2].set_data_from_numpy(np.array([scale], dtype=np.float32))
     try:
-        client = httpclient.InferenceServerClient(address, network_timeout=timeout,
-                                                  connection_timeout=min(timeout, 30.0))
+        own = client is None
+        if own:
+            client = httpclient.InferenceServerClient(address, network_timeout=timeout,
+                                                      connection_timeout=min(timeout, 30.0))
         try:
             result = client.infer(MODEL_NAME, inputs, outputs=[httpclient.InferRequestedOutput(OUTPUT)])
         finally:
-            client.close()
+            if own:
+                client.close()
     except InferenceServerException as exc:
         err = unwrap_error(exc.message() or "")
         if err is None:
