@@ -5,14 +5,14 @@
 Needs the ``serve`` extra (numpy<2, so its own venv). Both sides run the bundled model on ONNX
 Runtime (CPU) through the same job function (PNG bytes in, PNG bytes out) with the same number of
 inpainters (``--instances``), so the difference is what Triton adds: HTTP, (de)serialisation, the
-Python backend's shared-memory hop and scheduling.
+Python backend's shared-memory hop and scheduling. With C clients, C jobs are sent at once per
+round; in-process and server rounds alternate.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import queue
 import signal
 import socket
 import subprocess
@@ -47,21 +47,32 @@ def make_jobs(size: int, count: int, seed: int = 0) -> list[tuple[bytes, bytes]]
     return jobs
 
 
-def run_clients(call, jobs: list, clients: int) -> tuple[np.ndarray, float]:
-    """Each of ``clients`` threads sends its share of ``jobs`` one after another; latencies (ms), wall s."""
+def run_clients(call, jobs: list, clients: int) -> tuple[list[float], float]:
+    """``clients`` threads send one job each at once; their latencies (ms) and the wall time (s)."""
     lat: list[float] = []
 
-    def client(k: int) -> None:
-        for image, mask in jobs[k::clients]:
-            t = time.perf_counter()
-            call(image, mask)
-            lat.append((time.perf_counter() - t) * 1000)
+    def client(job) -> None:
+        t = time.perf_counter()
+        call(*job)
+        lat.append((time.perf_counter() - t) * 1000)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(client, k) for k in range(clients)]:
+        for f in [pool.submit(client, job) for job in jobs]:
             f.result()
-    return np.array(lat), time.perf_counter() - start
+    return lat, time.perf_counter() - start
+
+
+def interleaved(local, remote, jobs: list, clients: int) -> dict[str, tuple[np.ndarray, float]]:
+    """Rounds of ``clients`` concurrent jobs, alternating in-process and server rounds, so both
+    see the same machine load (this machine is shared); latencies and summed wall time per side."""
+    out = {"local": ([], 0.0), "server": ([], 0.0)}
+    for r in range(0, len(jobs), clients):
+        for side, call in (("local", local), ("server", remote)) if r % 2 == 0 else \
+                (("server", remote), ("local", local)):
+            lat, wall = run_clients(call, jobs[r:r + clients], clients)
+            out[side] = (out[side][0] + lat, out[side][1] + wall)
+    return {k: (np.array(v[0]), v[1]) for k, v in out.items()}
 
 
 _local = threading.local()
@@ -107,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--requests", type=int, default=8, help="requests per client")
+    ap.add_argument("--requests", type=int, default=8, help="requests per client (= rounds per side)")
     ap.add_argument("--instances", type=int, default=1, help="server instances = in-process inpainters")
     args = ap.parse_args()
 
@@ -115,17 +126,23 @@ def main() -> None:
     from sair_deploy.serve.client import inpaint_remote
     from sair_deploy.serve.job import run_job
 
-    pool: queue.Queue = queue.Queue()
-    for _ in range(args.instances):
-        pool.put(load_inpainter(None, backend="onnx", device="cpu"))
+    # In-process "server": one worker thread per instance, each with its own inpainter, taking jobs
+    # from one FIFO queue, as Triton's instances take requests.
+    held = threading.local()
+
+    def work(image: bytes, mask: bytes) -> bytes:
+        if not hasattr(held, "inpainter"):
+            held.inpainter = load_inpainter(None, backend="onnx", device="cpu")
+        return run_job(held.inpainter, image, mask, 1.0).png
+
+    workers = ThreadPoolExecutor(args.instances)
+    for f in [workers.submit(work, *make_jobs(64, 1)[0]) for _ in range(args.instances)]:
+        f.result()  # load the inpainters before timing
 
     def local(image: bytes, mask: bytes) -> bytes:
-        inp = pool.get()  # like Triton: a request waits for a free instance
-        try:
-            return run_job(inp, image, mask, 1.0).png
-        finally:
-            pool.put(inp)
+        return workers.submit(work, image, mask).result()
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server on SIGTERM too
     proc, url = start_server(args.instances)
     try:
         rows = []
@@ -133,9 +150,9 @@ def main() -> None:
             for clients in args.clients:
                 jobs = make_jobs(size, clients * args.requests, seed=size + clients)
                 local(*jobs[0]), inpaint_remote(url, *jobs[0], 1.0)  # warm-up, not timed
-                lat_l, wall_l = run_clients(local, jobs, clients)
-                lat_s, wall_s = run_clients(lambda i, m: inpaint_remote(url, i, m, 1.0, client=_client(url)),
-                                            jobs, clients)
+                res = interleaved(local, lambda i, m: inpaint_remote(url, i, m, 1.0, client=_client(url)),
+                                  jobs, clients)
+                (lat_l, wall_l), (lat_s, wall_s) = res["local"], res["server"]
                 lp50, lp99 = np.percentile(lat_l, [50, 99])
                 sp50, sp99 = np.percentile(lat_s, [50, 99])
                 rows.append(f"| {size}² | {clients} | {lp50:.0f} / {lp99:.0f} | {len(jobs) / wall_l:.2f} | "
