@@ -116,10 +116,13 @@ def start_server(instances: int) -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--requests", type=int, default=8, help="requests per client (= rounds per side)")
     ap.add_argument("--instances", type=int, default=1, help="server instances = in-process inpainters")
+    ap.add_argument("--overhead", type=int, default=0, metavar="N",
+                    help="also N one-client 512² jobs with an empty mask (decode + PNG encode, no "
+                         "inference): the server's own cost per request, free of inference-time noise")
     args = ap.parse_args()
 
     from sair_deploy.api import load_inpainter
@@ -144,6 +147,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server on SIGTERM too
     proc, url = start_server(args.instances)
+    overhead = ""
     try:
         rows = []
         for size in args.sizes:
@@ -159,6 +163,15 @@ def main() -> None:
                             f"{sp50:.0f} / {sp99:.0f} | {len(jobs) / wall_s:.2f} | {sp50 - lp50:+.0f} "
                             f"({(sp50 / lp50 - 1) * 100:+.1f}%) |")
                 print(rows[-1], file=sys.stderr, flush=True)
+        if args.overhead:
+            image = make_jobs(512, 1)[0][0]
+            empty = io.BytesIO()
+            Image.new("L", (512, 512)).save(empty, format="PNG")
+            jobs = [(image, empty.getvalue())] * args.overhead
+            res = interleaved(local, lambda i, m: inpaint_remote(url, i, m, 1.0, client=_client(url)), jobs, 1)
+            lp50, sp50 = (float(np.percentile(res[k][0], 50)) for k in ("local", "server"))
+            overhead = (f"\nempty-mask 512² jobs ({args.overhead}, one client): in-process p50 {lp50:.1f} ms, "
+                        f"server p50 {sp50:.1f} ms, server's own cost {sp50 - lp50:.1f} ms per request")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -168,6 +181,7 @@ def main() -> None:
           "server req/s | server overhead p50 ms |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    print(overhead)
 
 
 if __name__ == "__main__":
