@@ -100,3 +100,16 @@ def test_python_backend_stub_gets_this_interpreters_libpython():
         assert env["LD_LIBRARY_PATH"].split(":") == [sysconfig.get_config_var("LIBDIR"), "/opt/x", "/usr/lib"]
     else:  # a static interpreter: the stub cannot share its libpython, nothing to point at
         assert env["LD_LIBRARY_PATH"] == "/opt/x:/usr/lib"
+
+
+def test_taken_port_is_refused_with_one_line_before_triton_starts():
+    import socket
+
+    from sair_deploy.serve.server import check_ports_free
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(InputError, match=rf"^cannot listen on 127.0.0.1:{port} \(--grpc-port\): "):
+            check_ports_free("127.0.0.1", {"--grpc-port": port})

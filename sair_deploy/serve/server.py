@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import sysconfig
 import tempfile
@@ -45,6 +46,18 @@ def python_library_env(env: dict[str, str] | None = None) -> dict[str, str]:
         parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
         env["LD_LIBRARY_PATH"] = ":".join([libdir, *parts])
     return env
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Refuse, with one line, ports that are taken or an address that is not this machine's (Triton
+    itself would only time out, after a minute, with a traceback from its client)."""
+    for option, port in ports.items():
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port} ({option}): {exc.strerror or exc}") from None
 
 
 def make_infer(inpainter, limits: Limits) -> Callable:
@@ -95,6 +108,7 @@ def serve(model: Path | None, backend: str, device: str, instances: int, host: s
         raise InputError(f"sair-serve needs numpy<2 (PyTriton's Python backend stub corrupts BYTES inputs "
                          f"under numpy {np.__version__}); install the serve extra into its own venv")
 
+    check_ports_free(host, {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port})
     inpainters = [load_inpainter(model, backend=backend, device=device) for _ in range(instances)]
     logdir = tempfile.mkdtemp(prefix="sair-serve-")  # Triton's own log, unless --verbose
     os.environ.update(python_library_env())  # inherited by tritonserver and its Python backend stubs
