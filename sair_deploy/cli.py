@@ -123,10 +123,13 @@ def _check_folder_output(output: Path) -> None:
 @click.option("--reference", is_flag=True, help="Evaluate the literal paper formulation (slow; torch).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--server", metavar="URL", default=None,
+              help="Send the jobs to a running sair-serve (Triton's HTTP port, e.g. http://127.0.0.1:8000) "
+                   "instead of loading a model here.")
 @click.version_option(__version__, prog_name="sair-inpaint")
 def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
         device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool, force: bool,
-        quiet: bool) -> None:
+        quiet: bool, server: str | None) -> None:
     """Inpaint IMAGE where MASK is white (any value above half range is a hole).
 
     IMAGE and MASK may be folders: images are paired with masks of the same name (or NAME_mask),
@@ -137,7 +140,7 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
     try:
         with terminate_as_interrupt():
             _run(image, mask, output, scale, model, backend, device, tile, overlap, chunk, reference,
-                 force, quiet)
+                 force, quiet, server)
     except SairError as err:
         _fail(err)
     except KeyboardInterrupt as exc:
@@ -147,7 +150,7 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
 
 def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
          device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool,
-         force: bool, quiet: bool) -> None:
+         force: bool, quiet: bool, server: str | None = None) -> None:
     """The command: every option, path and output size is checked before the model is loaded."""
     from .io import MAX_OUTPUT_PIXELS, MIN_SIDE, check_output_path, check_output_size, image_size
 
@@ -172,8 +175,18 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         raise InputError(f"mask {mask} is a folder but image {image} is a file")
 
     def load():
+        if server:  # the same jobs, run by sair-serve
+            return None
         return load_inpainter(model, backend=backend, device=device, tile=tile, overlap=overlap,
                               chunk=chunk, progress=not quiet, reference=reference)
+
+    if server:
+        from .serve.client import remote_inpaint_one
+
+        def run_one(_, img, msk, out, scale, force, quiet):
+            return remote_inpaint_one(server, img, msk, out, scale, force)
+    else:
+        run_one = _inpaint_one
 
     if not folder:
         out = output or image.with_name(f"{image.stem}_inpainted.png")
@@ -181,7 +194,7 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         check_output_size(*image_size(image), scale, out)
         image_size(mask, "mask")  # a missing or corrupt mask is reported before the model loads
         _refuse_overwriting_inputs(out, [image, mask])
-        click.echo(_inpaint_one(load(), image, mask, out, scale, force, quiet), err=True)
+        click.echo(run_one(load(), image, mask, out, scale, force, quiet), err=True)
         return
 
     _check_folder_output(output)
@@ -212,7 +225,7 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         inpainter = load()
         for img_path, mask_path, out in tqdm(jobs, desc="images", disable=quiet):
             try:
-                msg = _inpaint_one(inpainter, img_path, mask_path, out, scale, force, True)
+                msg = run_one(inpainter, img_path, mask_path, out, scale, force, True)
                 if not quiet:
                     tqdm.write(msg, file=sys.stderr)
             except InputError as err:

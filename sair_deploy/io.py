@@ -6,6 +6,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,13 +26,15 @@ MAX_OUTPUT_PIXELS = 1 << 30
 ORIENTATION = 0x0112  # the EXIF tag; values 5-8 swap width and height
 
 
-def _header(path: str | os.PathLike, what: str) -> Image.Image:
-    """Open ``path`` lazily (header only), with one-line errors for every way that fails."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"{what} {path} is not a file")
+def _header(path: str | os.PathLike | BinaryIO, what: str) -> Image.Image:
+    """Open ``path`` lazily (header only), with one-line errors for every way that fails; a
+    binary file object (request bytes) is read as it is."""
+    if not hasattr(path, "read"):
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{what} {path} does not exist")
+        if not path.is_file():
+            raise InputError(f"{what} {path} is not a file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -62,7 +65,7 @@ def _corrupt(what: str, path: Path, exc: Exception) -> str:
             f"({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})")
 
 
-def _open(path: str | os.PathLike, what: str) -> Image.Image:
+def _open(path: str | os.PathLike | BinaryIO, what: str) -> Image.Image:
     """The decoded image, turned upright as viewers show it (its EXIF orientation applied)."""
     im = _header(path, what)
     try:
@@ -71,7 +74,7 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
             im.load()
             upright = ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(_corrupt(what, Path(path), exc)) from None
+        raise InputError(_corrupt(what, path, exc)) from None
     return upright if upright is not None else im
 
 
@@ -132,7 +135,7 @@ def _to_float(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike | BinaryIO) -> np.ndarray:
     """An image file as ``(H, W, 3)`` float32 in [0, 1] (grayscale replicated, alpha dropped,
     16-bit scaled)."""
     a = _to_float(_open(path, "image"))
@@ -141,7 +144,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3])
 
 
-def read_mask(path: str | os.PathLike, image_shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+def read_mask(path: str | os.PathLike | BinaryIO, image_shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
     """A mask file as ``(H, W)`` bool, True = hole (white). Values above ``threshold`` (of the full
     range) are holes. A mask of another size with the image's aspect ratio is resized (nearest)."""
     im = _open(path, "mask")  # upright, as it displays: drawn over the image as it displays
