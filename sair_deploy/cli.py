@@ -64,6 +64,10 @@ def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path | None]]:
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: a CUDA GPU when the backend can use one.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8", "fp16"]), default="auto",
+              show_default=True, help="auto: the fastest the device supports whose accuracy gate passed "
+              "for the model. bf16: torch on CPUs with bfloat16 units; int8: an export written with "
+              "sair-export --int8; fp16: CUDA.")
 @click.option("--tile", type=int, default=None, help="AppEncoder tile size in pixels [512, or the export's].")
 @click.option("--overlap", type=int, default=None, help="Tile overlap; default: the encoder's receptive radius.")
 @click.option("--chunk", type=int, default=None, help="Queries per graph call [32768, or the export's].")
@@ -72,8 +76,8 @@ def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path | None]]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.version_option(__version__, prog_name="sair-inpaint")
 def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
-        device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool, force: bool,
-        quiet: bool) -> None:
+        device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None,
+        reference: bool, force: bool, quiet: bool) -> None:
     """Inpaint IMAGE where MASK is white (any value above half range is a hole).
 
     IMAGE and MASK may be folders: images are paired with masks of the same name (or NAME_mask),
@@ -96,8 +100,11 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
             raise InputError("folder input needs -o OUTPUT_FOLDER")
         if not folder and mask.is_dir():
             raise InputError(f"mask {mask} is a folder but image {image} is a file")
-        inpainter = load_inpainter(model, backend=backend, device=device, tile=tile, overlap=overlap,
-                                   chunk=chunk, progress=not quiet, reference=reference)
+        inpainter = load_inpainter(model, backend=backend, device=device, precision=precision, tile=tile,
+                                   overlap=overlap, chunk=chunk, progress=not quiet, reference=reference)
+        ran = inpainter.backend
+        if not quiet:
+            click.echo(f"running {ran.name}, precision {getattr(ran, 'precision', 'fp32')}", err=True)
         if not folder:
             out = output or image.with_name(f"{image.stem}_inpainted.png")
             click.echo(_inpaint_one(inpainter, image, mask, out, scale, force, quiet), err=True)
