@@ -86,8 +86,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         refused = _lower_precisions(checkpoint, out_dir, manifest, int8, gate, calib, gate_images,
                                     allow_failed_gate, log)
     if trt:
-        precision = "int8" if int8 and not refused else "fp16" if fp16 else "fp32"
-        manifest["trt"] = _build_trt(out_dir, cfg, graphs, precision, runtime, workspace_mb, log)
+        if int8:  # TensorRT's INT8 Q/DQ needs zero points of 0; these graphs' activations are not
+            log("TensorRT engines are built from the float graphs: the int8 graphs use asymmetric "
+                "activation ranges, which TensorRT's explicit INT8 does not take")
+        manifest["trt"] = _build_trt(out_dir, cfg, graphs, "fp16" if fp16 else "fp32", runtime,
+                                     workspace_mb, log)
     mf.write_manifest(out_dir, manifest)
     if refused:
         raise ModelError(refused)

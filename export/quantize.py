@@ -1,7 +1,9 @@
-"""int8 graphs for ONNX Runtime's CPU provider (and TensorRT): ``sair-export --int8``.
+"""int8 graphs for ONNX Runtime's CPU provider: ``sair-export --int8``.
 
-Static quantization in QDQ form (explicit QuantizeLinear/DequantizeLinear pairs, the form TensorRT
-also takes for INT8 engines): weights int8 per output channel, activations int8 with ranges
+Static quantization in QDQ form (explicit QuantizeLinear/DequantizeLinear pairs): weights int8
+per output channel (symmetric), activations int8 with asymmetric ranges (TensorRT's explicit INT8
+needs zero points of 0, so ``ActivationSymmetric`` would be the switch for engines built from
+these graphs; the gate was measured on the asymmetric ones)
 calibrated (MinMax) on the float32 export's own intermediate inputs while it inpaints calibration
 photos: the training photos shipped for it, or ``--calib DIR``; never the held-out set the
 accuracy gate uses.
@@ -14,7 +16,7 @@ classical fill graph (divisions over masked sums).
 
 :func:`quantize_query_dynamic` is the alternative tried for the query MLP: dynamic quantization
 (activation ranges per call, no calibration). ``bench/onnx_speed.py --int8-variants`` compares
-both on whole images; :data:`QUERY_MODE` is what measured faster.
+both on whole images; :data:`QUERY_MODE` is the default.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from conftest import make_model, random_case  # noqa: E402
 from sair_deploy import api, precision  # noqa: E402
 from sair_deploy.backends.onnx_backend import OnnxBackend  # noqa: E402
 from sair_deploy.backends.torch_backend import TorchBackend  # noqa: E402
-from sair_deploy.errors import InputError, ModelError  # noqa: E402
+from sair_deploy.errors import InputError  # noqa: E402
 from sair_deploy.inpainter import Inpainter  # noqa: E402
 from sair_deploy.manifest import load_manifest  # noqa: E402
 from sair_deploy.model.checkpoint import save_checkpoint  # noqa: E402
@@ -197,20 +197,39 @@ def test_int8_export_graphs_manifest_and_auto(int8_export, model):
         OnnxBackend(out, device="cpu", precision="bf16")
 
 
-def test_failing_gate_refuses_int8_unless_allowed(checkpoint, folders, tmp_path, monkeypatch):
-    monkeypatch.setattr(gt, "MAX_HOLE_MAD", 0.0)  # nothing passes
+def test_failing_gate_refuses_int8_unless_allowed(int8_export, checkpoint, folders, tmp_path,
+                                                  monkeypatch):
+    import shutil
+
+    from sair_deploy import manifest as mf
+    from sair_export.pipeline import _lower_precisions
+
     out = tmp_path / "refused"
-    with pytest.raises(ModelError, match=r"int8 failed its accuracy gate .*over by .*allow-failed-gate"):
-        export_checkpoint(checkpoint, out, int8=True, calib=folders[0], gate_images=folders[1],
-                          log=lambda s: None)
-    m = load_manifest(out)  # the float32 export is kept, and says why int8 is not there
-    assert not m["precision_gate"]["int8"]["passed"]
+    shutil.copytree(int8_export[0], out)
+    m = load_manifest(out)
+    for g in m["graphs"].values():
+        g["files"].pop("int8")
+    m.pop("precision_gate")
+    for f in out.glob("*.int8.onnx"):
+        f.unlink()
+    monkeypatch.setattr(gt, "MAX_HOLE_MAD", 0.0)  # nothing passes
+    msg = _lower_precisions(checkpoint, out, m, True, False, folders[0], folders[1], False,
+                            lambda s: None)
+    assert msg.startswith("int8 failed its accuracy gate (") and "over by" in msg
+    assert "--allow-failed-gate" in msg
+    assert not m["precision_gate"]["int8"]["passed"]  # recorded, so the manifest says why
     assert all("int8" not in g["files"] for g in m["graphs"].values())
     assert not list(out.glob("*.int8.onnx"))
+    # --allow-failed-gate keeps the graphs, and auto still does not pick them
+    assert _lower_precisions(checkpoint, out, m, True, False, folders[0], folders[1], True,
+                             lambda s: None) is None
+    mf.write_manifest(out, m)
+    assert OnnxBackend(out, device="cpu", precision="auto").precision == "fp32"
+    assert OnnxBackend(out, device="cpu", precision="int8").precision == "int8"
     # the calibration set may not be the held-out set
     with pytest.raises(InputError, match="overlaps the held-out"):
-        export_checkpoint(checkpoint, tmp_path / "x", int8=True, calib=folders[1],
-                          gate_images=folders[1], log=lambda s: None)
+        _lower_precisions(checkpoint, out, m, True, False, folders[1], folders[1], False,
+                          lambda s: None)
 
 
 def test_cli_precision_errors_are_one_line(checkpoint, tmp_path):
