@@ -102,12 +102,13 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
             raise InputError(f"mask {mask} is a folder but image {image} is a file")
         inpainter = load_inpainter(model, backend=backend, device=device, precision=precision, tile=tile,
                                    overlap=overlap, chunk=chunk, progress=not quiet, reference=reference)
-        ran = inpainter.backend
-        if not quiet:
-            click.echo(f"running {ran.name}, precision {getattr(ran, 'precision', 'fp32')}", err=True)
+        ran = inpainter.backend  # said on the output line: which backend and precision ran
+        ran_precision = getattr(ran, "precision", None) or \
+            ((getattr(ran, "manifest", None) or {}).get("trt") or {}).get("precision", "fp32")
+        ran_note = f" [{ran.name}, {ran_precision}]"
         if not folder:
             out = output or image.with_name(f"{image.stem}_inpainted.png")
-            click.echo(_inpaint_one(inpainter, image, mask, out, scale, force, quiet), err=True)
+            click.echo(_inpaint_one(inpainter, image, mask, out, scale, force, quiet) + ran_note, err=True)
             return
         output.mkdir(parents=True, exist_ok=True)
         pairs = _pairs(image, mask)
@@ -127,7 +128,7 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
             except InputError as err:
                 failed += 1
                 tqdm.write(f"skipped {img_path.name}: {err}", file=sys.stderr)
-        click.echo(f"{len(pairs) - failed} of {len(pairs)} images inpainted into {output}", err=True)
+        click.echo(f"{len(pairs) - failed} of {len(pairs)} images inpainted into {output}{ran_note}", err=True)
         if failed:
             sys.exit(1)
     except SairError as err:

@@ -244,4 +244,4 @@ def test_cli_precision_errors_are_one_line(checkpoint, tmp_path):
     assert res.output.strip().count("\n") == 0 and "sair-export" in res.output
     res = CliRunner().invoke(cli, [str(tmp_path / "i.png"), str(tmp_path / "m.png"), "--model",
                                    str(checkpoint), "--precision", "fp32", "-o", str(tmp_path / "o.png")])
-    assert res.exit_code == 0 and "precision fp32" in res.output
+    assert res.exit_code == 0 and "[torch, fp32]" in res.output
