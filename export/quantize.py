@@ -169,6 +169,20 @@ def _name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+class _QuietRootLogger:
+    """onnxruntime.quantization logs advice through the root logger; keep the export's log clean."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger()
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
 class _Reader:
     """onnxruntime.quantization's CalibrationDataReader over recorded feeds."""
 
@@ -190,7 +204,7 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]],
 
     model = _name_nodes(onnx.load(str(src)))
     keep = kept_float32_nodes(model, coordinate_inputs, last_product_fp32=is_query)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _QuietRootLogger():
         named = Path(tmp) / src.name
         onnx.save(model, str(named))
         quantize_static(str(named), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ,
@@ -207,7 +221,7 @@ def quantize_query_dynamic(src: Path, dst: Path, coordinate_inputs: Iterable[str
 
     model = _name_nodes(onnx.load(str(src)))
     keep = kept_float32_nodes(model, coordinate_inputs, last_product_fp32=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _QuietRootLogger():
         named = Path(tmp) / src.name
         onnx.save(model, str(named))
         quantize_dynamic(str(named), str(dst), op_types_to_quantize=["MatMul", "Gemm"],
