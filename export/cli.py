@@ -17,7 +17,7 @@ from sair_deploy.version import __version__
               help="Export directory (graphs, manifest.json, trt/ engines).")
 @click.option("--fp16", is_flag=True, help="Also write float16 graphs (precision inside the graph).")
 @click.option("--int8", is_flag=True, help="Also write int8 graphs (QDQ, per-channel weights, static "
-              "calibration) for ONNX Runtime's CPU provider and TensorRT; kept only if they pass the "
+              "calibration) for ONNX Runtime's CPU provider; kept only if they pass the "
               "accuracy gate against float32.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration photos for --int8 (a folder; default: the training photos shipped for "
