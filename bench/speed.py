@@ -14,6 +14,18 @@ sample of queries and extrapolated to the whole output (the table says so).
     python bench/speed.py --memory 2048      # peak RSS of a 2048x2048 input at scale 2
 
 The last line is machine-readable: ``speedup_512_s2=<x> speedup_512_s1=<x> floor_ratio_512_s2=<x>``.
+
+With ``--precisions`` it compares inference precisions instead (fast path only, both scales):
+
+    python bench/speed.py --sizes 512 --precisions fp32 bf16 int8 --threads 2
+
+Every (backend, precision) variant -- torch fp32/bf16, ONNX Runtime fp32/int8 (an export of the
+same random model, int8 calibrated on the shipped training photos) -- runs in one process,
+interleaved (each repeat runs every variant once), so load from other processes hits all alike;
+the table gives the median and the spread (max/min) over the repeats. Its last line:
+``fp32_s1_ms=.. bf16_s1_ms=.. int8_s1_ms=.. fp32_s2_ms=.. bf16_s2_ms=.. int8_s2_ms=..
+gate_bf16=pass|fail gate_int8=pass|fail`` (the best backend per precision; the gates of the
+bundled model, as recorded in its checkpoint and export, else measured on ``--gate-images``).
 """
 
 from __future__ import annotations
@@ -164,6 +176,129 @@ def run_case(args) -> dict:
     return res
 
 
+def bundled_gates(gate_images: str | None) -> dict[str, str]:
+    """pass/fail of the bundled model's bf16 and int8 gates: recorded ones, else measured."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from sair_deploy.api import DEFAULT_CHECKPOINT, DEFAULT_EXPORT
+    from sair_deploy.backends.onnx_backend import OnnxBackend
+    from sair_deploy.backends.torch_backend import TorchBackend
+    from sair_deploy.manifest import load_manifest
+    from sair_deploy.model.checkpoint import load_checkpoint
+    from sair_deploy.model.config import SAIRConfig
+    from sair_deploy.precision import checkpoint_gates
+    from sair_export import gate as gt
+    from sair_export.quantize import write_int8_graphs
+
+    recorded = {**checkpoint_gates(DEFAULT_CHECKPOINT),
+                **(load_manifest(DEFAULT_EXPORT).get("precision_gate") or {})}
+    out = {}
+    images = None
+    for p in ("bf16", "int8"):
+        if p in recorded:
+            out[p] = "pass" if recorded[p]["passed"] else "fail"
+            continue
+        if images is None:
+            images, source = gt.gate_images(gate_images)
+        if p == "bf16":
+            model = load_checkpoint(DEFAULT_CHECKPOINT)
+            rec = gt.run_gate(p, TorchBackend(model), TorchBackend(model, precision="bf16"), images, source)
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="sair-gate-"))
+            shutil.copytree(DEFAULT_EXPORT, tmp / "e")
+            m = load_manifest(tmp / "e")
+            files = write_int8_graphs(tmp / "e", m["graphs"], SAIRConfig.from_dict(m["config"]),
+                                      log=lambda s: None)
+            from sair_deploy import manifest as mf
+            for name, f in files.items():
+                m["graphs"][name]["files"]["int8"] = f
+            mf.write_manifest(tmp / "e", m)
+            rec = gt.run_gate(p, OnnxBackend(tmp / "e", device="cpu", precision="fp32"),
+                              OnnxBackend(tmp / "e", device="cpu", precision="int8"), images, source)
+        print(gt.gate_line(p, rec), flush=True)
+        out[p] = "pass" if rec["passed"] else "fail"
+    return out
+
+
+def precision_table(args) -> None:
+    """Fast-path time per (backend, precision) at each size and scale, interleaved in one run."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from sair_deploy.backends.onnx_backend import OnnxBackend
+    from sair_deploy.backends.torch_backend import TorchBackend
+    from sair_deploy.inpainter import Inpainter
+    from sair_deploy.model.checkpoint import save_checkpoint
+    from sair_deploy.model.config import get_config
+    from sair_deploy.model.sair import SAIR
+    from sair_deploy.precision import cpu_supports_bf16
+    from sair_export.pipeline import export_checkpoint
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = get_config(args.config)
+    if cfg.use_semantic:
+        cfg = cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
+    model = SAIR(cfg).eval()
+    variants = {}
+    if "fp32" in args.precisions:
+        variants[("torch", "fp32")] = lambda: TorchBackend(model)
+    if "bf16" in args.precisions and cpu_supports_bf16():
+        variants[("torch", "bf16")] = lambda: TorchBackend(model, precision="bf16")
+    if {"fp32", "int8"} & set(args.precisions) and not args.no_onnx:
+        tmp = Path(tempfile.mkdtemp(prefix="sair-bench-"))
+        save_checkpoint(model, tmp / "model.safetensors")
+        export_checkpoint(tmp / "model.safetensors", tmp / "export", log=lambda s: None)
+        if "int8" in args.precisions:
+            from sair_deploy import manifest as mf
+            from sair_deploy.manifest import load_manifest
+            from sair_export.quantize import write_int8_graphs
+
+            m = load_manifest(tmp / "export")
+            for name, f in write_int8_graphs(tmp / "export", m["graphs"], cfg, log=lambda s: None).items():
+                m["graphs"][name]["files"]["int8"] = f
+            mf.write_manifest(tmp / "export", m)
+        for p in ("fp32", "int8"):
+            if p in args.precisions:
+                variants[("onnx", p)] = (lambda p=p: OnnxBackend(tmp / "export", device="cpu", precision=p,
+                                                                threads=args.threads))
+    backends = {k: make() for k, make in variants.items()}
+    times: dict = {}
+    for size in args.sizes:
+        image, mask = photo(size)
+        for rep in range(args.repeat):
+            for scale in args.scales:
+                order = list(backends) if rep % 2 == 0 else list(backends)[::-1]
+                for key in order:
+                    inp = Inpainter(backends[key])
+                    t = time.perf_counter()
+                    inp.set_image(image, mask)
+                    inp.inpaint(scale)
+                    times.setdefault((size, scale, *key), []).append((time.perf_counter() - t) * 1e3)
+    gates = bundled_gates(args.gate_images)
+    print(f"\nconfig {args.config} (random weights), {args.threads} threads, ~30% holes; median of "
+          f"{args.repeat} interleaved runs (spread = max/min)\n")
+    print("| input | scale | backend | precision | ms | spread | vs fp32 (same backend) | vs torch fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    best: dict = {}
+    for (size, scale, be, p), ts in sorted(times.items()):
+        med = float(np.median(ts))
+        base = np.median(times.get((size, scale, be, "fp32"), [np.nan]))
+        tfp = np.median(times.get((size, scale, "torch", "fp32"), [np.nan]))
+        print(f"| {size}² | {scale:g} | {be} | {p} | {med:.0f} | {max(ts) / min(ts):.2f} | "
+              f"{base / med:.2f}x | {tfp / med:.2f}x |")
+        if size == args.sizes[0]:
+            key = (p, scale)
+            best[key] = min(best.get(key, np.inf), med)
+    s = lambda p, sc: f"{best.get((p, sc), float('nan')):.0f}"  # noqa: E731
+    print(" ".join(f"{p}_s{sc:g}_ms={s(p, sc)}" for sc in (1.0, 2.0) for p in ("fp32", "bf16", "int8"))
+          + f" gate_bf16={gates.get('bf16', 'fail')} gate_int8={gates.get('int8', 'fail')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="sair-b16")
@@ -172,7 +307,16 @@ def main() -> None:
     ap.add_argument("--ref-queries", type=int, default=256)
     ap.add_argument("--memory", type=int, help="only measure peak RSS at this size, scale 2")
     ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "int8"],
+                    help="compare these precisions (fast path, interleaved) instead")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats (--precisions)")
+    ap.add_argument("--no-onnx", action="store_true", help="torch variants only (--precisions)")
+    ap.add_argument("--gate-images", help="held-out photos for gates not recorded in the bundle")
     args = ap.parse_args()
+    if args.precisions:
+        precision_table(args)
+        return
     if args.case:
         a = argparse.Namespace(**json.loads(args.case))
         print(json.dumps(run_case(a)))

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from sair_deploy.errors import InputError
+from sair_deploy.errors import InputError, ModelError
 
 from sair_deploy import manifest as mf
 from .onnx import FP32_GRAPHS, OPSET, export_all, graph_io, save_model
@@ -54,12 +54,19 @@ def _recover(out_dir: Path) -> None:
 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, fp16: bool = False,
                       trt: bool = False, force: bool = False, runtime: dict[str, int] | None = None,
-                      workspace_mb: int = 4096, log: Callable[[str], Any] = print) -> dict[str, Any]:
+                      workspace_mb: int = 4096, log: Callable[[str], Any] = print, int8: bool = False,
+                      calib: str | os.PathLike | None = None, gate: bool = False,
+                      gate_images: str | os.PathLike | None = None,
+                      allow_failed_gate: bool = False) -> dict[str, Any]:
     """Write the export directory for ``checkpoint``; returns the manifest written.
 
     The export is written into a new folder beside ``out_dir`` and swapped in at the end, so a
     kill at any moment leaves the previous export (if any) intact. ``trt=True`` fails (nothing
-    written) when TensorRT or a GPU is missing.
+    written) when TensorRT or a GPU is missing. ``int8``: also write int8 graphs
+    (:mod:`.quantize`, calibrated on ``calib`` or the shipped training photos) and gate them; a
+    failing gate removes them and raises ModelError (after the rest is written) unless
+    ``allow_failed_gate``. ``gate``: also gate bfloat16 (torch, on a CPU that has it) and record
+    it in the checkpoint's metadata. Gates run on ``gate_images`` (:mod:`.gate`).
     """
     import shutil
     import tempfile
@@ -81,7 +88,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.absolute().parent))
     try:
-        what = _export_into(model, checkpoint, new, fp16, trt, runtime, workspace_mb, log)
+        what, refused = _export_into(model, checkpoint, new, fp16, trt, runtime, workspace_mb, log,
+                                     int8, calib, gate, gate_images, allow_failed_gate)
         os.chmod(new, 0o777 & ~_umask())
         old = new.parent / f".{out_dir.name}.old-{os.getpid()}"
         with signals_deferred():  # the two renames happen together or not at all (but SIGKILL)
@@ -96,6 +104,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         if new.exists():
             shutil.rmtree(new, ignore_errors=True)
     log(f"wrote {out_dir / mf.MANIFEST} ({what})")
+    if refused:
+        raise ModelError(refused)
     return mf.load_manifest(out_dir)
 
 
@@ -106,9 +116,11 @@ def _umask() -> int:
 
 
 def _export_into(model, checkpoint: str | os.PathLike, out_dir: Path, fp16: bool, trt: bool,
-                 runtime: dict[str, int] | None, workspace_mb: int, log: Callable[[str], Any]) -> str:
+                 runtime: dict[str, int] | None, workspace_mb: int, log: Callable[[str], Any],
+                 int8: bool = False, calib=None, gate: bool = False, gate_images=None,
+                 allow_failed_gate: bool = False) -> tuple[str, str | None]:
     """Write the graphs, engines and manifest of ``model`` into the (new, empty) ``out_dir``;
-    returns a short description of what was written."""
+    returns a short description of what was written and the int8 gate's refusal (or None)."""
     from .fp16 import convert_to_fp16
 
     cfg = model.cfg
@@ -148,11 +160,77 @@ def _export_into(model, checkpoint: str | os.PathLike, out_dir: Path, fp16: bool
         "graphs": graphs,
         "trt": None,
     }
+    refused = None
+    if int8 or gate:
+        refused = _lower_precisions(checkpoint, out_dir, manifest, int8, gate, calib, gate_images,
+                                    allow_failed_gate, log)
     if trt:
+        if int8:  # TensorRT's INT8 Q/DQ needs zero points of 0; these graphs' activations are not
+            log("TensorRT engines are built from the float graphs: the int8 graphs use asymmetric "
+                "activation ranges, which TensorRT's explicit INT8 does not take")
         manifest["trt"] = _build_trt(out_dir, cfg, graphs, "fp16" if fp16 else "fp32", runtime,
                                      workspace_mb, log)
     mf.write_manifest(out_dir, manifest)
-    return f"{len(graphs)} graphs{', float16' if fp16 else ''}{', TensorRT engines' if manifest['trt'] else ''}"
+    return f"{len(graphs)} graphs{', float16' if fp16 else ''}{', TensorRT engines' if manifest['trt'] else ''}", refused
+
+
+def _lower_precisions(checkpoint, out_dir: Path, manifest: dict[str, Any], int8: bool, gate: bool,
+                      calib, gate_images, allow_failed_gate: bool, log) -> str | None:
+    """int8 graphs and the accuracy gates (recorded in ``manifest["precision_gate"]``; bf16's also
+    in the checkpoint). Returns the refusal message when int8 failed its gate (its graphs are
+    then removed), else None."""
+    from sair_deploy.backends.onnx_backend import OnnxBackend
+    from sair_deploy.precision import cpu_supports_bf16
+
+    from . import gate as gt
+    from .quantize import write_int8_graphs
+
+    cfg_graphs = manifest["graphs"]
+    images, source = gt.gate_images(gate_images)
+    if calib is not None and int8:
+        held = Path(source).resolve() if Path(source).is_dir() else None
+        c = Path(calib).resolve()
+        if held is not None and (c == held or held in c.parents or c in held.parents):
+            raise InputError(f"--calib {calib} overlaps the held-out gate images {source}: calibrate "
+                             f"on training photos, never on the set that judges the result")
+    gates: dict[str, Any] = {}
+    if int8:
+        mf.write_manifest(out_dir, manifest)  # the float32 graphs: calibration runs them
+        from sair_deploy.model.config import SAIRConfig
+
+        files = write_int8_graphs(out_dir, cfg_graphs, SAIRConfig.from_dict(manifest["config"]),
+                                  Path(calib) if calib else None, log=log)
+        for name, f in files.items():
+            cfg_graphs[name]["files"]["int8"] = f
+        mf.write_manifest(out_dir, manifest)
+        log(f"gating int8 on {len(images)} held-out images ({source})")
+        gates["int8"] = gt.run_gate("int8", OnnxBackend(out_dir, device="cpu", precision="fp32"),
+                                    OnnxBackend(out_dir, device="cpu", precision="int8"), images, source)
+        log(gt.gate_line("int8", gates["int8"]))
+    if gate and cpu_supports_bf16():
+        from sair_deploy.backends.torch_backend import TorchBackend
+        from sair_deploy.model.checkpoint import load_checkpoint
+
+        model = load_checkpoint(checkpoint)
+        log(f"gating bf16 (torch) on {len(images)} held-out images ({source})")
+        gates["bf16"] = gt.run_gate("bf16", TorchBackend(model), TorchBackend(model, precision="bf16"),
+                                    images, source)
+        log(gt.gate_line("bf16", gates["bf16"]))
+        gt.record_in_checkpoint(checkpoint, {"bf16": gates["bf16"]})
+        log(f"recorded the bf16 gate in {checkpoint}'s metadata")
+    elif gate:
+        log("bf16 gate skipped: this CPU has no bfloat16 units (avx512_bf16 / amx_bf16)")
+    manifest["precision_gate"] = gates
+    if int8 and not gates["int8"]["passed"] and not allow_failed_gate:
+        for name, g in cfg_graphs.items():
+            f = g["files"].pop("int8")
+            if f != g["files"]["fp32"]:
+                for rel in f:
+                    (out_dir / rel).unlink(missing_ok=True)
+        return ("int8 failed its accuracy gate (" + "; ".join(gates["int8"]["failures"]) +
+                "); its graphs were removed and the float32 export kept; pass "
+                "--allow-failed-gate to keep them anyway")
+    return None
 
 
 def _build_trt(out_dir: Path, cfg, graphs: dict[str, Any], precision: str, runtime: dict[str, int],

@@ -13,6 +13,7 @@ ASSETS = Path(__file__).parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "sair-small-demo.safetensors"
 DEFAULT_EXPORT = ASSETS / "sair-small-demo-onnx"
 BACKENDS = ("auto", "torch", "onnx", "trt")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 
 
 def _has(module: str) -> bool:
@@ -34,12 +35,19 @@ def resolve_model(model: str | Path | None) -> Path:
                      "(train one with sair-train)")
 
 
-def load_backend(model: str | Path | None = None, backend: str = "auto", device: str = "auto") -> Backend:
+def load_backend(model: str | Path | None = None, backend: str = "auto", device: str = "auto",
+                 precision: str = "auto") -> Backend:
     """A backend for ``model`` (a checkpoint file or an export directory).
 
     ``auto`` prefers TensorRT, then ONNX Runtime (CUDA, then CPU), then torch; ``device="auto"``
-    uses a CUDA GPU when the backend can reach one.
+    uses a CUDA GPU when the backend can reach one. ``precision``: ``fp32``, ``bf16`` (torch on
+    a CPU with bfloat16 units), ``int8`` (ONNX Runtime, an export written with ``--int8``),
+    ``fp16`` (CUDA) or ``auto``: the fastest of these the device supports whose accuracy gate
+    passed for the model (see :mod:`sair_deploy.precision`); the backend's ``precision`` says
+    which ran.
     """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if backend not in BACKENDS:
@@ -58,7 +66,7 @@ def load_backend(model: str | Path | None = None, backend: str = "auto", device:
             raise InputError(f"--backend trt needs TensorRT engines in {path}/trt and the tensorrt "
                              f"package (sair-export --trt on the GPU host)")
         from .backends.onnx_backend import OnnxBackend
-        return OnnxBackend(path, device=device)
+        return OnnxBackend(path, device=device, precision=precision)
     if backend in ("onnx", "trt"):
         raise InputError(f"{path} is a checkpoint; export it first (sair-export {path} -o DIR) to use "
                          f"--backend {backend}")
@@ -69,14 +77,23 @@ def load_backend(model: str | Path | None = None, backend: str = "auto", device:
     if device == "auto":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return TorchBackend.from_checkpoint(path, device=device)
+    if precision == "int8":
+        raise InputError(f"--precision int8 runs int8 ONNX graphs: export them with sair-export {path} "
+                         f"-o DIR --int8 and pass --model DIR")
+    if precision == "auto":
+        from .precision import checkpoint_gates, cpu_supports_bf16, pick_precision
+
+        precision = "fp32" if device != "cpu" else pick_precision(
+            "auto", "torch", ("bf16",) if cpu_supports_bf16() else (), checkpoint_gates(path))
+    return TorchBackend.from_checkpoint(path, device=device, precision=precision)
 
 
 def load_inpainter(model: str | Path | None = None, backend: str = "auto", device: str = "auto",
-                   **options) -> Inpainter:
+                   precision: str = "auto", **options) -> Inpainter:
     """An :class:`Inpainter` ready for ``set_image`` (options go to :class:`Inpainter`; those left
-    None take the sizes an export was built for, e.g. its TensorRT profiles, else the defaults)."""
-    be = load_backend(model, backend, device)
+    None take the sizes an export was built for, e.g. its TensorRT profiles, else the defaults).
+    ``precision`` as in :func:`load_backend`; ``inp.backend.precision`` is what runs."""
+    be = load_backend(model, backend, device, precision)
     sizes = getattr(be, "runtime_sizes", None) or {}  # TensorRT: what its profiles cover
     options = {k: v for k, v in options.items() if v is not None}
     for key in ("tile", "chunk"):

@@ -117,6 +117,10 @@ def _check_folder_output(output: Path) -> None:
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: a CUDA GPU when the backend can use one.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8", "fp16"]), default="auto",
+              show_default=True, help="auto: the fastest the device supports whose accuracy gate passed "
+              "for the model. bf16: torch on CPUs with bfloat16 units; int8: an export written with "
+              "sair-export --int8; fp16: CUDA.")
 @click.option("--tile", type=int, default=None, help="AppEncoder tile size in pixels [512, or the export's].")
 @click.option("--overlap", type=int, default=None, help="Tile overlap; default: the encoder's receptive radius.")
 @click.option("--chunk", type=int, default=None, help="Queries per graph call [32768, or the export's].")
@@ -128,7 +132,7 @@ def _check_folder_output(output: Path) -> None:
                    "instead of loading a model here.")
 @click.version_option(__version__, prog_name="sair-inpaint")
 def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
-        device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool, force: bool,
+        device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool, force: bool,
         quiet: bool, server: str | None) -> None:
     """Inpaint IMAGE where MASK is white (any value above half range is a hole).
 
@@ -139,8 +143,8 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
 
     try:
         with terminate_as_interrupt():
-            _run(image, mask, output, scale, model, backend, device, tile, overlap, chunk, reference,
-                 force, quiet, server)
+            _run(image, mask, output, scale, model, backend, device, precision, tile, overlap, chunk,
+                 reference, force, quiet, server)
     except SairError as err:
         _fail(err)
     except KeyboardInterrupt as exc:
@@ -149,8 +153,8 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
 
 
 def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
-         device: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool,
-         force: bool, quiet: bool, server: str | None = None) -> None:
+         device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None,
+         reference: bool, force: bool, quiet: bool, server: str | None = None) -> None:
     """The command: every option, path and output size is checked before the model is loaded."""
     from .io import MAX_OUTPUT_PIXELS, MIN_SIDE, check_output_path, check_output_size, image_size
 
@@ -174,11 +178,15 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
     if not folder and mask.is_dir():
         raise InputError(f"mask {mask} is a folder but image {image} is a file")
 
+    note = [""]  # said on the output line: which backend and precision ran
+
     def load():
         if server:  # the same jobs, run by sair-serve
             return None
-        return load_inpainter(model, backend=backend, device=device, tile=tile, overlap=overlap,
-                              chunk=chunk, progress=not quiet, reference=reference)
+        inp = load_inpainter(model, backend=backend, device=device, precision=precision, tile=tile,
+                             overlap=overlap, chunk=chunk, progress=not quiet, reference=reference)
+        note[0] = f" [{inp.backend.name}, {inp.backend.precision}]"
+        return inp
 
     if server:
         from .serve.client import remote_inpaint_one
@@ -194,7 +202,8 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         check_output_size(*image_size(image), scale, out)
         image_size(mask, "mask")  # a missing or corrupt mask is reported before the model loads
         _refuse_overwriting_inputs(out, [image, mask])
-        click.echo(run_one(load(), image, mask, out, scale, force, quiet), err=True)
+        inpainter = load()
+        click.echo(run_one(inpainter, image, mask, out, scale, force, quiet) + note[0], err=True)
         return
 
     _check_folder_output(output)
@@ -231,7 +240,7 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
             except InputError as err:
                 failed += 1
                 tqdm.write(f"skipped {img_path.name}: {err}", file=sys.stderr)
-    click.echo(f"{len(pairs) - failed} of {len(pairs)} images inpainted into {output}", err=True)
+    click.echo(f"{len(pairs) - failed} of {len(pairs)} images inpainted into {output}{note[0]}", err=True)
     if failed:
         sys.exit(1)
 

@@ -163,13 +163,13 @@ def _check_structure(manifest: dict[str, Any], path: Path) -> None:
 
 
 def graph_files(manifest: dict[str, Any], precision: str) -> dict[str, str]:
-    """``{graph: model file}`` for ``precision`` (``fp32``/``fp16``); ModelError if absent."""
+    """``{graph: model file}`` for ``precision`` (``fp32``/``fp16``/``int8``); ModelError if absent."""
     out = {}
     for name, g in manifest["graphs"].items():
         f = g.get("files", {}).get(precision)
         if f is None:
             raise ModelError(f"the export has no {precision} graphs (re-export with "
-                             f"{'--fp16' if precision == 'fp16' else 'this release'})")
+                             f"{'--' + precision if precision in ('fp16', 'int8') else 'this release'})")
         out[name] = f[0] if isinstance(f, list) else f
     return out
 

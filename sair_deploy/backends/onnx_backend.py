@@ -34,8 +34,10 @@ class OnnxBackend:
     """The :class:`~sair_deploy.backends.base.Backend` interface over ONNX Runtime sessions.
 
     ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
-    ``precision``: ``"fp32"``, ``"fp16"`` (needs ``sair-export --fp16``) or ``"auto"`` (fp16 on
-    CUDA when exported, fp32 otherwise). ``threads``: intra-op threads on CPU (0 = all cores).
+    ``precision``: ``"fp32"``, ``"fp16"`` (needs ``sair-export --fp16``), ``"int8"`` (needs
+    ``sair-export --int8``) or ``"auto"`` (fp16 on CUDA when exported; on the CPU int8 when
+    exported and its accuracy gate passed; fp32 otherwise). ``threads``: intra-op threads on CPU
+    (0 = all cores).
     """
 
     def __init__(self, export_dir: str | os.PathLike, device: str = "auto", precision: str = "auto",
@@ -46,8 +48,11 @@ class OnnxBackend:
 
         if device not in ("auto", "cpu", "cuda"):
             raise InputError(f"unknown device {device!r} for the ONNX backend (auto, cpu or cuda)")
-        if precision not in ("auto", "fp32", "fp16"):
-            raise InputError(f"unknown precision {precision!r} (auto, fp32 or fp16)")
+        if precision == "bf16":
+            raise InputError("--precision bf16 runs with the torch backend (a .safetensors "
+                             "checkpoint); ONNX exports offer fp32, int8 (CPU) and fp16 (CUDA)")
+        if precision not in ("auto", "fp32", "fp16", "int8"):
+            raise InputError(f"unknown precision {precision!r} (auto, fp32, int8 or fp16)")
         self._ort = ort
         self.export_dir = Path(export_dir)
         has_cuda = _CUDA in available_providers()
@@ -57,8 +62,14 @@ class OnnxBackend:
         use_cuda = has_cuda and device != "cpu"
         manifest = load_manifest(self.export_dir, check=set())
         has_fp16 = all("fp16" in g.get("files", {}) for g in manifest["graphs"].values())
-        if precision == "auto":
-            precision = "fp16" if use_cuda and has_fp16 else "fp32"
+        if precision == "auto" and use_cuda:
+            precision = "fp16" if has_fp16 else "fp32"
+        elif precision == "auto":
+            from ..precision import pick_precision
+
+            has_int8 = all("int8" in g.get("files", {}) for g in manifest["graphs"].values())
+            precision = pick_precision("auto", "onnx", ("int8",) if has_int8 else (),
+                                       manifest.get("precision_gate"))
         files = graph_files(manifest, precision)
         load_manifest(self.export_dir, check=file_set(manifest, precision))  # hashes of what we load
         self.manifest = manifest

@@ -7,23 +7,26 @@ counts every call and byte but does no arithmetic (``bench/runtime.py``, the bud
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from ..model.config import SAIRConfig
+from ..precision import cpu_supports_bf16
 from .base import CPU_QUERY_CHUNK, GPU_QUERY_CHUNK, Counters, timed
 
 
 class TorchBackend:
     """Runs :func:`sair_deploy.model.graphs.build_graphs` on CPU, CUDA (or meta).
 
-    ``fp16`` runs the graphs under float16 autocast (CUDA): convolutions and matrix products in
-    half precision, coordinate and index arithmetic in float32. Also offers the literal reference
+    ``precision``: ``fp32``, ``fp16`` (CUDA) or ``bf16`` (a CPU with bfloat16 units), run under
+    autocast: convolutions and matrix products in half precision, coordinate and index arithmetic
+    in float32; bf16 also keeps normalisation, softmax and the final RGB layer in float32. Also offers the literal reference
     path (:meth:`reference_features`, :meth:`reference_query`) for tests and benchmarks.
     """
 
-    def __init__(self, model, device: str = "cpu", fp16: bool = False):
+    def __init__(self, model, device: str = "cpu", fp16: bool = False, precision: str = "fp32"):
         import torch
 
         from ..model.graphs import build_graphs
@@ -37,19 +40,34 @@ class TorchBackend:
         self.config: SAIRConfig = model.cfg
         self.graphs = build_graphs(self.model)
         self.name = "torch" if self.device.type == "cpu" else f"torch-{self.device.type}"
-        self.fp16 = fp16
-        self.precision = "fp16" if fp16 else "fp32"
         if fp16:
-            self.name += "-fp16"
+            precision = "fp16"
+        if precision not in ("fp32", "fp16", "bf16"):
+            from ..errors import InputError
+            raise InputError(f"unknown precision {precision!r} for the torch backend (fp32, bf16, fp16)")
+        if precision == "bf16" and (self.device.type != "cpu" or not cpu_supports_bf16()):
+            from ..errors import InputError
+            raise InputError("--precision bf16 needs a CPU with avx512_bf16 or amx_bf16 and "
+                             "--device cpu; use --precision fp32")
+        self.precision = precision
+        self.fp16 = precision == "fp16"
+        self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self._islands = None
+        if precision == "bf16":
+            from ..model.lowp import Float32Islands
+            self._islands = Float32Islands(self.model.air.mlp.linears[-1].weight)
+        if precision != "fp32":
+            self.name += f"-{precision}"
         self.counters = Counters()
         # a GPU wants big calls; a CPU core wants the MLP's activations to fit its cache
         self.query_chunk = CPU_QUERY_CHUNK if self.device.type == "cpu" else GPU_QUERY_CHUNK
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "TorchBackend":
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu",
+                        precision: str = "fp32") -> "TorchBackend":
         from ..model.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(path), device)
+        return cls(load_checkpoint(path), device, precision=precision)
 
     # ---- memory ----------------------------------------------------------------------------
     def upload(self, array: np.ndarray):
@@ -78,8 +96,9 @@ class TorchBackend:
     def run(self, graph: str, *inputs):
         torch = self._torch
         amp = "cpu" if self.device.type == "meta" else self.device.type
-        with timed(self.counters), torch.inference_mode(), \
-                torch.autocast(amp, torch.float16, enabled=self.fp16):
+        islands = self._islands if self._islands is not None else contextlib.nullcontext()
+        with timed(self.counters), torch.inference_mode(), islands, \
+                torch.autocast(amp, self._autocast or torch.float16, enabled=self._autocast is not None):
             self.counters.count(graph)
             args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a
                     for a in inputs if a is not None]
