@@ -87,8 +87,9 @@ def run_case(args) -> dict:
     import torch
 
     from sair_deploy.backends.torch_backend import TorchBackend
-    from sair_deploy.coords import cell_for, make_coord, output_shape
+    from sair_deploy.coords import cell_for, output_shape
     from sair_deploy.inpainter import Inpainter
+    from sair_deploy.preprocess import semantic_input
     from sair_deploy.model.config import get_config
     from sair_deploy.model.sair import SAIR
 
@@ -115,45 +116,57 @@ def run_case(args) -> dict:
         return res
 
     # FLOPs of each graph, counted on the real modules
+    from sair_deploy.tiling import padded
+
     g = backend.graphs
-    sem_in = fast._sem_inputs
-    timg = torch.from_numpy(image.transpose(2, 0, 1)[None].copy())
-    tmask = torch.from_numpy(mask[None, None].astype(np.float32))
-    enc = count_flops(torch, lambda: g["appearance"](timg, tmask))
+    u8 = np.round(image * 255).astype(np.uint8)
+    holes = np.append(np.flatnonzero(mask), h * w).astype(np.int32)
+    with torch.inference_mode():
+        prepared, pmask = g["prepare"](torch.from_numpy(u8[None]), torch.from_numpy(holes))
+        if cfg.fill != "zero":
+            prepared = g["fill"](prepared, pmask)
+    sem_pre = fast._semantic()  # computed once for the image above
+    hp, wp = padded(h), padded(w)
+    whole = torch.tensor([0, hp // 4, 0, wp // 4, 0, h, 0, w, h, w, h, w, 0, 0])
+    tile_args = (prepared, pmask, sem_pre, whole) if cfg.use_semantic else (prepared, pmask, whole)
+    tile_flop = count_flops(torch, lambda: g["tile"](*tile_args))
+    app_flop = count_flops(torch, lambda: model.encode_appearance(prepared, pmask))
+    enc = app_flop
     if cfg.use_semantic:
-        enc += count_flops(torch, lambda: g["semantic"](*[torch.from_numpy(a) for a in sem_in]))
+        s = cfg.semantic
+        sem_img, sem_valid = semantic_input(image, mask, s.max_side, s.patch_size)
+        sem_img = torch.from_numpy(np.round(sem_img * 255).astype(np.uint8)[None])
+        sem_valid = torch.from_numpy(np.round(sem_valid * 255).astype(np.uint8)[None])
+        enc += count_flops(torch, lambda: g["semantic"](sem_img, sem_valid))
     res["encoder_gflop"] = enc / 1e9
-    blk = 64
-    app = torch.zeros(1, cfg.app.out_channels, blk + 2, blk + 2)
-    sem_pre = fast.sem_pre  # the torch backend keeps it as a tensor
-    centres = torch.from_numpy(make_coord((h, w), (0, blk), (0, blk)))[None]
-    pc = torch.from_numpy(fast.pixel_cell)
-    pre_args = (app, sem_pre, centres, pc) if cfg.use_semantic else (app,)
-    pre_per_px = count_flops(torch, lambda: g["precompute"](*pre_args)) / blk**2
-    pre = g["precompute"](*pre_args).detach()
-    q = 4096
-    coord = torch.rand(1, q, 2) * (2 * (blk - 2) / h) - 1  # neighbours stay inside the block
-    grid = torch.tensor([h, w, 0, 0], dtype=torch.float32)
+    pre_per_px = (tile_flop - app_flop) / (h * w)
+    blk = 64  # a 64x64 kept window; its queries' neighbours stay inside it
+    box = torch.tensor([0, hp // 4, 0, wp // 4, 0, blk, 0, blk, h, w, h, w, 0, 0])
+    pre = g["tile"](*tile_args[:-1], box).detach()
+    oy1 = int((blk - 4) * out_h / h)
+    rect = torch.tensor([0, oy1, 0, min(out_w, 4096 // max(oy1, 1) or 1), out_h, out_w, h, w, 0, 0])
+    n_rect = oy1 * int(rect[3])
+    query_per_q = count_flops(torch, lambda: g["query"](pre, rect)) / n_rect
     cell = torch.from_numpy(cell_for((out_h, out_w)))[None]
-    query_per_q = count_flops(torch, lambda: g["query"](pre, grid, coord, cell)) / q
-    feats = backend.reference_features(timg, tmask, *(sem_in or (None, None)))
+    timg = torch.from_numpy(u8.transpose(2, 0, 1)[None] / np.float32(255))
+    tmask = torch.from_numpy(mask[None, None].astype(np.float32))
+    sem_in = (sem_img.float() / 255, sem_valid.float() / 255) if cfg.use_semantic else (None, None)
+    feats = model.encode(timg, tmask, *sem_in)
     ref_coord = torch.rand(1, args.ref_queries, 2) * 2 - 1
     ref_per_q = count_flops(torch, lambda: model.query(feats, ref_coord, cell)) / args.ref_queries
 
-    # which work the fast path did: queries and precomputed pixels
-    if args.scale == 1:
-        n_q = int(mask.sum())
-        touched = {r for r, *_ in fast._plan_queries(out_h, out_w, True)}
-        n_pre = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in touched)
-    else:
-        n_q, n_pre = n_out, sum((r1 - r0) * (c1 - c0) for r, *_ in [(None,)] for r0, r1, c0, c1 in
-                                {r for r, *_ in fast._plan_queries(out_h, out_w, False)})
+    # which work the fast path did: queries and precomputed pixels (the tiles' kept windows)
+    kind = "holes" if args.scale == 1 else "full"
+    reg = fast._regions[kind]
+    n_pre = sum((t.keep[1] - t.keep[0]) * (t.keep[3] - t.keep[2])
+                for i, row in enumerate(reg.tiles) for j, t in enumerate(row) if (i, j) in reg.cache)
+    n_q = int(mask.sum()) if args.scale == 1 else n_out
     res["fast_query_flop_px"] = (n_q * query_per_q + n_pre * pre_per_px) / n_out
     res["ref_query_flop_px"] = ref_per_q  # the literal path queries every output pixel
 
     # literal path: encoder once + a timed sample of queries, extrapolated to every output pixel
     t = time.perf_counter()
-    feats = backend.reference_features(timg, tmask, *(sem_in or (None, None)))
+    feats = model.encode(timg, tmask, *sem_in)
     enc_ms = (time.perf_counter() - t) * 1e3
     with torch.inference_mode():
         model.query(feats, ref_coord[:, :64], cell)

@@ -8,6 +8,7 @@ graphs are traced with ``torch.export`` (``dynamo=True``) at opset 18; weights a
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import tempfile
@@ -114,18 +115,19 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
         return out
     if name in ("query", "query_holes"):
         big_h, big_w = 40 + 8 * size, 36 + 12 * size  # the input image
-        r0, c0, bh, bw = 4 + size, 6, 9 + 2 * size, 8 + 3 * size  # air_pre's window in it
+        r0, c0, bh, bw = 4 + size, 6, 14 + 2 * size, 15 + 3 * size  # air_pre's window in it
         air = rand(1, air_channels(cfg), bh, bw) - 0.5
+        m = 3  # the plan's margin: every neighbour and base tap of the queries is in the window
         if name == "query":
-            s = 1.5 + size  # output rows/cols whose centres fall in the window's interior
+            s = 1.5 + size  # output rows/cols whose centres lie m pixels inside the window
             oh, ow = round(big_h * s), round(big_w * s)
-            oy0, ox0 = int((r0 + 1) * s), int((c0 + 1) * s)
+            oy0, ox0 = math.ceil((r0 + m + 0.5) * s), math.ceil((c0 + m + 0.5) * s)
             rect = _i64(oy0, oy0 + 3 + size, ox0, ox0 + 4 + 2 * size, oh, ow, big_h, big_w, r0, c0)
             return {"air_pre": air, "rect": rect}
-        # scale 1: holes of a region starting at (2, 3), inside the window's interior
+        # scale 1: holes of a region starting at (2, 3), m pixels inside the window
         off_r, off_c, rw = 2, 3, big_w - 3
-        rows = torch.randint(r0 + 1, r0 + bh - 1, (12 + 5 * size,), generator=g) - off_r
-        cols = torch.randint(c0 + 1, c0 + bw - 1, (12 + 5 * size,), generator=g) - off_c
+        rows = torch.randint(r0 + m, r0 + bh - m, (12 + 5 * size,), generator=g) - off_r
+        cols = torch.randint(c0 + m, c0 + bw - m, (12 + 5 * size,), generator=g) - off_c
         holes = torch.cat([rows * rw + cols, _i64((big_h - off_r) * rw)]).to(torch.int32)
         return {"air_pre": air, "holes": holes,
                 "span": _i64(2, 9 + 3 * size, rw, big_h, big_w, off_r, off_c, r0, c0)}

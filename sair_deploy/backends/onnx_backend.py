@@ -78,6 +78,7 @@ class OnnxBackend:
         self.name = "onnx-cuda" if use_cuda else "onnx-cpu"
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: the optimiser's notes are not the user's business
         if threads:
             opts.intra_op_num_threads = threads
         providers = [_CUDA, _CPU] if use_cuda else [_CPU]
