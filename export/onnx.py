@@ -204,8 +204,27 @@ def export_graph(module: nn.Module, name: str, cfg: SAIRConfig) -> onnx.ModelPro
     # and ONNX Runtime plans its buffers by them. The ops themselves compute shapes at run time,
     # so the annotations are dropped and every runtime infers its own.
     del proto.graph.value_info[:]
+    _shapes_from_casts(proto)
     proto.producer_name = "sair-export"
     return proto
+
+
+def _shapes_from_casts(proto: onnx.ModelProto) -> None:
+    """Read the shape of an 8-bit input from its cast to float instead of the input itself.
+
+    TensorRT takes 8-bit tensors only at a network's edges, feeding a cast; the exporter reads
+    dynamic sizes with ``Shape`` on the graph input. The shape of the cast is the same."""
+    g = proto.graph
+    u8 = {i.name for i in g.input if i.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    casts = [n for n in g.node if n.op_type == "Cast" and n.input[0] in u8]
+    cast_of = {n.input[0]: n.output[0] for n in casts}
+    for n in g.node:
+        if n.op_type == "Shape" and n.input[0] in cast_of:
+            n.input[0] = cast_of[n.input[0]]
+    # the casts read graph inputs only: first in the node list keeps it topologically sorted
+    rest = [n for n in g.node if not (n.op_type == "Cast" and n.input[0] in u8)]
+    del g.node[:]
+    g.node.extend(casts + rest)
 
 
 def save_model(proto: onnx.ModelProto, path: str | os.PathLike) -> list[str]:

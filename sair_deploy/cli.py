@@ -43,6 +43,14 @@ def _inpaint_one(inpainter, image_path: Path, mask_path: Path, out: Path, scale:
     return f"wrote {out} ({result.shape[1]}x{result.shape[0]}, {note})"
 
 
+def stats_line(stats: dict) -> str:
+    """``inp.stats`` as one line: what the runtime asked of its backend for the last image."""
+    graphs = ", ".join(f"{k} {v}" for k, v in stats["graphs"].items())
+    return (f"stats: {stats['calls']} graph calls ({graphs}); {stats['h2d_bytes'] / 1e6:.2f} MB to "
+            f"the device, {stats['d2h_bytes'] / 1e6:.2f} MB back; host glue {stats['glue_ms']:.0f} ms "
+            f"of {stats['total_ms']:.0f} ms [{stats['backend']}, {stats['precision']}]")
+
+
 def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path | None, str | None]]:
     """``(image, mask or None, why not)`` for every image in the folder ``images``."""
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
@@ -123,7 +131,10 @@ def _check_folder_output(output: Path) -> None:
               "sair-export --int8; fp16: CUDA.")
 @click.option("--tile", type=int, default=None, help="AppEncoder tile size in pixels [512, or the export's].")
 @click.option("--overlap", type=int, default=None, help="Tile overlap; default: the encoder's receptive radius.")
-@click.option("--chunk", type=int, default=None, help="Queries per graph call [32768, or the export's].")
+@click.option("--chunk", type=int, default=None,
+              help="Queries per graph call [1024 on a CPU, a whole tile on a GPU, or the export's].")
+@click.option("--stats", is_flag=True, help="After each image, one line: graph calls, bytes to and "
+              "from the device, host time outside the backend.")
 @click.option("--reference", is_flag=True, help="Evaluate the literal paper formulation (slow; torch).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -132,8 +143,8 @@ def _check_folder_output(output: Path) -> None:
                    "instead of loading a model here.")
 @click.version_option(__version__, prog_name="sair-inpaint")
 def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
-        device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None, reference: bool, force: bool,
-        quiet: bool, server: str | None) -> None:
+        device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None,
+        stats: bool, reference: bool, force: bool, quiet: bool, server: str | None) -> None:
     """Inpaint IMAGE where MASK is white (any value above half range is a hole).
 
     IMAGE and MASK may be folders: images are paired with masks of the same name (or NAME_mask),
@@ -144,7 +155,7 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
     try:
         with terminate_as_interrupt():
             _run(image, mask, output, scale, model, backend, device, precision, tile, overlap, chunk,
-                 reference, force, quiet, server)
+                 reference, force, quiet, server, stats)
     except SairError as err:
         _fail(err)
     except KeyboardInterrupt as exc:
@@ -154,7 +165,8 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
 
 def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
          device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None,
-         reference: bool, force: bool, quiet: bool, server: str | None = None) -> None:
+         reference: bool, force: bool, quiet: bool, server: str | None = None,
+         stats: bool = False) -> None:
     """The command: every option, path and output size is checked before the model is loaded."""
     from .io import MAX_OUTPUT_PIXELS, MIN_SIDE, check_output_path, check_output_size, image_size
 
@@ -204,6 +216,8 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         _refuse_overwriting_inputs(out, [image, mask])
         inpainter = load()
         click.echo(run_one(inpainter, image, mask, out, scale, force, quiet) + note[0], err=True)
+        if stats and inpainter is not None and inpainter.stats:
+            click.echo(stats_line(inpainter.stats), err=True)
         return
 
     _check_folder_output(output)
@@ -235,6 +249,8 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         for img_path, mask_path, out in tqdm(jobs, desc="images", disable=quiet):
             try:
                 msg = run_one(inpainter, img_path, mask_path, out, scale, force, True)
+                if stats and inpainter is not None and inpainter.stats:
+                    msg += "\n" + stats_line(inpainter.stats)
                 if not quiet:
                     tqdm.write(msg, file=sys.stderr)
             except InputError as err:

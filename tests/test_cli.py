@@ -185,3 +185,14 @@ def test_folder_mode_skips_bad_pairs(case, tiny_checkpoint, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
     r = run(images, msk, "-o", tmp_path / "out2", "--model", tiny_checkpoint, "-q")
     assert r.exit_code == 0 and "3 of 3" in r.stderr
+
+
+def test_stats_line_counts_the_images_calls_and_bytes(case, tiny_checkpoint, tmp_path):
+    img, msk, _ = case
+    out = tmp_path / "o.png"
+    res = run(img, msk, "-o", out, "--model", tiny_checkpoint, "--scale", "2", "--stats", "-q")
+    assert res.exit_code == 0, res.stderr
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("stats:")]
+    assert len(line) == 1
+    assert "graph calls (prepare 1," in line[0] and "assemble 1)" in line[0]
+    assert "MB to the device" in line[0] and "[torch, fp32]" in line[0]

@@ -75,15 +75,18 @@ def export_dir(export_run) -> Path:
 def test_cli_writes_graphs_and_manifest(export_run, model):
     out, output = export_run
     m = load_manifest(out)  # checks every hash
-    assert set(m["graphs"]) == {"semantic", "fill", "appearance", "precompute", "query"}
-    assert m["graphs"]["fill"]["files"]["fp16"] == m["graphs"]["fill"]["files"]["fp32"]
+    assert set(m["graphs"]) == {"prepare", "semantic", "fill", "tile", "query", "query_holes",
+                                "composite", "assemble"}
+    for kept in ("fill", "prepare", "composite", "assemble"):  # no weights: float32 in both
+        assert m["graphs"][kept]["files"]["fp16"] == m["graphs"][kept]["files"]["fp32"]
     assert m["opset"] == 18 and SAIRConfig.from_dict(m["config"]) == model.cfg
-    assert m["runtime"]["tile"] > 0 and m["runtime"]["chunk"] > 0 and m["runtime"]["block"] > 0
+    assert m["runtime"]["tile"] > 0 and m["runtime"]["chunk"] > 0 and m["runtime"]["max_side"] > 0
     assert {"torch", "onnx", "onnxruntime"} <= set(m["versions"])
     q = m["graphs"]["query"]
-    assert [i["name"] for i in q["inputs"]] == ["air_pre", "grid", "coord", "cell"]
+    assert [i["name"] for i in q["inputs"]] == ["air_pre", "rect"]  # coordinates are made inside
     assert q["outputs"][0]["name"] == "rgb" and q["outputs"][0]["dtype"] == "float32"
-    assert q["inputs"][2]["shape"][1] == "n_queries"
+    assert [i["dtype"] for i in m["graphs"]["prepare"]["inputs"]] == ["uint8", "int32"]
+    assert m["graphs"]["composite"]["outputs"][0]["dtype"] == "uint8"
     assert not list(out.glob("*.data"))  # small models embed their weights
     assert os.stat(out / "query.onnx").st_mode & 0o044  # readable like any new file
 
@@ -125,40 +128,53 @@ def test_fp32_graphs_match_torch(export_dir, model):
     assert isinstance(backend, Backend)
     assert backend.name == "onnx-cpu" and backend.config == model.cfg
     diffs = parity.graph_parity(model, backend, sizes=(1, 2))
-    assert len(diffs) == 10
+    assert len(diffs) == 2 * 9  # 8 graphs, prepare has two outputs
     for d in diffs:
         assert d.max_abs <= 1e-4, d.line()
 
 
 def test_fp32_graphs_at_edge_sizes(export_dir, model):
-    """Sizes the samples did not use: CLIP's native grid, 1x1 grids, one query, tiny tiles."""
-    from sair_deploy.coords import make_coord
-    from sair_deploy.model.graphs import build_graphs
-    from sair_export.onnx import air_channels, app_channels
+    """Sizes the samples did not use: CLIP's native grid, a 1x1 fill, a 4x4 tile, one query, one
+    hole, a one-tile assembly."""
+    from sair_deploy.model.graphs import PLAN_INPUTS, build_graphs
+    from sair_export.onnx import air_channels, graph_io
 
     backend = OnnxBackend(export_dir, device="cpu", precision="fp32")
     graphs = build_graphs(model)
     g = torch.Generator().manual_seed(5)
     rnd = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    u8 = lambda *s: (rnd(*s) * 255).to(torch.uint8)  # noqa: E731
+    i64 = lambda *v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
     cfg = model.cfg
+    air = rnd(1, air_channels(cfg), 7, 7)
     cases = [
-        ("semantic", (rnd(1, 3, 224, 224), torch.ones(1, 1, 224, 224))),
-        ("semantic", (rnd(1, 3, 16, 16), (rnd(1, 1, 16, 16) > 0.5).float())),
-        ("appearance", (rnd(1, 3, 4, 4), torch.zeros(1, 1, 4, 4))),
-        ("appearance", (rnd(1, 3, 8, 44), (rnd(1, 1, 8, 44) > 0.5).float())),
+        ("semantic", (u8(1, 3, 224, 224), torch.full((1, 1, 224, 224), 255, dtype=torch.uint8))),
+        ("semantic", (u8(1, 3, 16, 16), u8(1, 1, 16, 16))),
+        ("prepare", (u8(1, 1, 1, 3), torch.tensor([0, 1], dtype=torch.int32))),
+        ("prepare", (u8(1, 5, 9, 3), torch.tensor([45], dtype=torch.int32))),  # no hole
         ("fill", (rnd(1, 3, 1, 1), torch.zeros(1, 1, 1, 1))),
         ("fill", (rnd(1, 3, 77, 300), (rnd(1, 1, 77, 300) > 0.4).float())),
-        ("precompute", (rnd(1, app_channels(cfg), 3, 3), rnd(1, cfg.sir.hidden, 1, 1),
-                        torch.from_numpy(make_coord((5, 7), (2, 3), (4, 5)))[None],
-                        torch.tensor([[[2 / 5, 2 / 7]]]))),
-        ("query", (rnd(1, air_channels(cfg), 1, 1), torch.tensor([1.0, 1.0, 0.0, 0.0]),
-                   torch.tensor([[[0.1, -0.3]]]), torch.tensor([[[0.5, 0.5]]]))),
+        ("tile", (rnd(1, 3, 4, 4), torch.zeros(1, 1, 4, 4), rnd(1, cfg.sir.hidden, 1, 1),
+                  i64(0, 1, 0, 1, 0, 3, 0, 4, 3, 4, 3, 4, 0, 0))),
+        ("query", (air, i64(10, 11, 10, 11, 20, 20, 10, 10, 2, 2))),  # one output pixel
+        ("query_holes", (air, torch.tensor([47, 100], dtype=torch.int32),
+                         i64(0, 1, 10, 10, 10, 0, 0, 2, 2))),  # one hole
+        ("composite", (u8(1, 2, 3, 3), torch.tensor([4, 6], dtype=torch.int32), rnd(1, 3))),
+        ("assemble", (rnd(6, 3), i64(2, 3), i64(0, 2), i64(0, 3))),
     ]
     for name, args in cases:
+        io = graph_io(name, cfg)
+        names = [k for k in io.inputs if name != "tile" or k != "sem_pre" or cfg.use_semantic]
         with torch.inference_mode():
-            ref = graphs[name](*args).numpy()
-        got = getattr(backend, name)(*[a.numpy() for a in args])
-        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4, (name, args[0].shape)
+            ref = graphs[name](*args)
+        ref = ref if isinstance(ref, tuple) else (ref,)
+        got = backend.run(name, *[a.numpy() if k in PLAN_INPUTS else backend.upload(a.numpy())
+                                  for k, a in zip(names, args)])
+        got = got if isinstance(got, tuple) else (got,)
+        for r, o in zip(ref, got):
+            o = backend.download(o)
+            assert o.shape == tuple(r.shape), (name, o.shape, r.shape)
+            assert np.abs(o.astype(np.float64) - r.numpy()).max() <= 1e-4, (name, args[0].shape)
 
 
 def test_fp32_images_match_torch(export_dir, model):
@@ -180,18 +196,19 @@ def test_fp16_images_within_tolerance(export_dir, model):
 def test_fp16_graph_keeps_sensitive_ops_in_float32(export_dir):
     from onnx import TensorProto
 
-    for name in ("semantic", "precompute", "query", "appearance"):
+    float_io = {TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64}
+    for name in ("semantic", "tile", "query", "query_holes"):
         proto = onnx.shape_inference.infer_shapes(onnx.load(str(export_dir / f"{name}.fp16.onnx")))
         g = proto.graph
         types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
         types.update({i.name: i.data_type for i in g.initializer})
-        for v in list(g.input) + list(g.output):
-            assert v.type.tensor_type.elem_type == TensorProto.FLOAT, (name, v.name)
+        for v in list(g.input) + list(g.output):  # the float32 export's interface, unchanged
+            assert v.type.tensor_type.elem_type in float_io, (name, v.name)
         assert any(i.data_type == TensorProto.FLOAT16 for i in g.initializer), name
         for n in g.node:
             if n.op_type in ("LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Floor"):
                 assert types.get(n.output[0]) == TensorProto.FLOAT, (name, n.op_type, n.name)
-            if n.op_type in ("Conv", "MatMul", "Gemm") and name == "appearance":
+            if n.op_type == "Conv" and name == "tile":
                 assert types.get(n.output[0]) == TensorProto.FLOAT16, (name, n.name)
 
 
@@ -233,10 +250,10 @@ def test_onnx_backend_runs_with_torch_unimportable(export_dir, model, tmp_path):
         import numpy as np
         from sair_deploy.api import load_inpainter
         import sair_deploy.backends.trt_backend, sair_deploy.manifest  # torch-free too
-        inp = load_inpainter({str(export_dir)!r}, backend="onnx", tile=16, block=8, chunk=50)
+        inp = load_inpainter({str(export_dir)!r}, backend="onnx", tile=16, chunk=50)
         b = inp.backend
         inp.set_image(np.load({str(tmp_path / 'image.npy')!r}), np.load({str(tmp_path / 'mask.npy')!r}))
-        np.save({str(tmp_path / 'out.npy')!r}, inp.inpaint(1.5))
+        np.save({str(tmp_path / 'out.npy')!r}, inp.inpaint(1.5, dtype=np.float32))
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
         print(b.name)
     """)
@@ -245,9 +262,9 @@ def test_onnx_backend_runs_with_torch_unimportable(export_dir, model, tmp_path):
                          cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() in ("onnx-cpu", "onnx-cuda")
-    ref = Inpainter(TorchBackend(model), tile=16, block=8, chunk=50)
+    ref = Inpainter(TorchBackend(model), tile=16, chunk=50)
     ref.set_image(image, mask)
-    expected = ref.inpaint(1.5)
+    expected = ref.inpaint(1.5, dtype=np.float32)
     got = np.load(tmp_path / "out.npy")
     assert got.shape == expected.shape == (54, 42, 3)
     assert np.abs(got - expected).max() <= 1e-4
@@ -273,7 +290,7 @@ def test_models_past_2gb_keep_weights_in_one_external_file(export_dir, model, tm
 
 
 def test_model_without_semantic_branch_exports(tmp_path):
-    """The LIIF ablation's precompute graph takes ``app`` only (zero fill, no residual)."""
+    """The LIIF ablation's tile graph takes no ``sem_pre`` (zero fill, no residual)."""
     import onnxruntime as ort
 
     from sair_deploy.model.graphs import build_graphs
@@ -281,23 +298,16 @@ def test_model_without_semantic_branch_exports(tmp_path):
 
     model = make_model(use_semantic=False)
     modules = export_modules(model)
-    assert set(modules) == {"appearance", "precompute", "query"}
-    save_model(export_graph(modules["precompute"], "precompute", model.cfg), tmp_path / "p.onnx")
-    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["app"] == list(graph_io("precompute", model.cfg).inputs)
+    assert set(modules) == {"prepare", "tile", "query", "query_holes", "composite", "assemble"}
+    save_model(export_graph(modules["tile"], "tile", model.cfg), tmp_path / "t.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    assert names == ["image", "mask", "box"] == list(graph_io("tile", model.cfg).inputs)
     for size in (1, 2):
-        x = sample_inputs("precompute", model.cfg, size=size)["app"]
+        feeds = sample_inputs("tile", model.cfg, size=size)
         with torch.no_grad():
-            ref = build_graphs(model)["precompute"](x).numpy()
-        assert np.abs(sess.run(None, {"app": x.numpy()})[0] - ref).max() <= 1e-4
-    save_model(export_graph(modules["query"], "query", model.cfg), tmp_path / "q.onnx")
-    sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
-    for size in (1, 2):
-        feeds = sample_inputs("query", model.cfg, size=size)
-        with torch.no_grad():
-            ref = build_graphs(model)["query"](*feeds.values()).numpy()
-        got = sess.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
-        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4
+            ref = build_graphs(model)["tile"](*[feeds[k] for k in names]).numpy()
+        assert np.abs(sess.run(None, {k: feeds[k].numpy() for k in names})[0] - ref).max() <= 1e-4
 
 
 def test_onion_fill_graph_exports(tmp_path):
@@ -325,35 +335,34 @@ def test_onion_fill_graph_exports(tmp_path):
 # ---- TensorRT: what can be checked without TensorRT ---------------------------------------
 
 def test_trt_profiles_cover_the_runtime_sizes(tiny_model):
-    from sair_export.trt import profiles
+    from sair_export.trt import profiles, value_profiles
 
     cfg = tiny_model.cfg
-    runtime = {"tile": 512, "block": 64, "chunk": 32768, "margin": 2, "overlap": 36}
+    runtime = {"tile": 512, "chunk": 1 << 20, "margin": 3, "max_side": 4096, "overlap": 36}
     p = profiles(cfg, runtime)
-    assert set(p) == {"semantic", "appearance", "precompute", "query"}
-    lo, opt, hi = p["appearance"]["image"]
-    assert lo == (1, 3, 4, 4) and hi == opt == (1, 3, 512 + 72, 512 + 72)
-    assert p["query"]["coord"] == ((1, 1, 2), (1, 32768, 2), (1, 32768, 2))
-    assert p["query"]["air_pre"][2] == (1, cfg.air.hidden, 68, 68)
-    assert p["precompute"]["app"][2] == (1, cfg.app.out_channels, 70, 70)
-    assert p["precompute"]["centres"][2] == (1, 68 * 68, 2)
+    assert set(p) == {"prepare", "semantic", "tile", "query", "query_holes", "composite", "assemble"}
+    lo, opt, hi = p["prepare"]["image"]
+    assert lo == (1, 1, 1, 3) and hi == (1, 4096, 4096, 3)
+    assert p["tile"]["image"][2] == (1, 3, 4096, 4096)  # a tile reads the prepared region
+    assert p["query"]["air_pre"][2] == (1, cfg.air.hidden, 518, 518)  # a core and its margin
+    assert p["query_holes"]["holes"][2] == (4096 * 4096 + 1,)  # every pixel, and the sentinel
     side = p["semantic"]["sem_image"][2][2]
     assert side % 16 == 0 and side >= cfg.semantic.max_side
-    assert p["precompute"]["sem_pre"][2][2:] == (side // 16, side // 16)
+    assert p["tile"]["sem_pre"][2][2:] == (side // 16, side // 16)
     for graph in p.values():
         for lo, opt, hi in graph.values():
             assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
-    # the runtime's default overlap is the encoder's receptive radius rounded up to 4
-    from sair_deploy.inpainter import Inpainter
-
-    assert Inpainter.__init__.__defaults__ is not None
-    pp = profiles(cfg.replace(fill="pushpull", residual=True), {**runtime, "max_image_side": 2048})
-    assert pp["fill"]["image"][2] == (1, 3, 2048, 2048) and pp["fill"]["mask"][0] == (1, 1, 1, 1)
-    assert pp["precompute"]["app"][2][1] == cfg.app.out_channels + 3  # base colours ride along
-    assert pp["query"]["air_pre"][2][1] == cfg.air.hidden + 3
+    v = value_profiles(cfg, runtime)
+    for graph, plan in (("tile", "box"), ("query", "rect"), ("query_holes", "span"), ("assemble", "out_size")):
+        lo, opt, hi = v[graph][plan]
+        assert len(lo) == len(opt) == len(hi) and all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+    assert v["tile"]["box"][2][5] == 518 and v["tile"]["box"][2][1] == 4096 // 4
+    pp = profiles(cfg.replace(fill="pushpull", residual=True), runtime)
+    assert pp["fill"]["image"][2] == (1, 3, 4096, 4096) and pp["fill"]["mask"][0] == (1, 1, 4, 4)
+    assert pp["query"]["air_pre"][2][1] == cfg.air.hidden + 3  # base colours ride along
     assert "fill" not in p
     nosem = profiles(cfg.replace(use_semantic=False), runtime)
-    assert "semantic" not in nosem and set(nosem["precompute"]) == {"app"}
+    assert "semantic" not in nosem and "sem_pre" not in nosem["tile"]
 
 
 def test_engines_from_another_host_are_refused():
@@ -388,6 +397,7 @@ def _fake_tensorrt(version: str = "10.13.0.35"):
             self.name = vi.name
             self.shape = tuple(d.dim_value if d.HasField("dim_value") else -1
                                for d in vi.type.tensor_type.shape.dim)
+            self.is_shape_tensor = vi.name in ("box", "rect", "span", "out_size")
 
     class Network:
         def __init__(self, flags):
@@ -414,6 +424,9 @@ def _fake_tensorrt(version: str = "10.13.0.35"):
     class Profile:
         def set_shape(self, name, lo, opt, hi):
             trt.calls.append(("profile", name, tuple(lo), tuple(opt), tuple(hi)))
+
+        def set_shape_input(self, name, lo, opt, hi):
+            trt.calls.append(("values", name, tuple(lo), tuple(opt), tuple(hi)))
 
     class Cache:
         def __init__(self, data):
@@ -477,7 +490,7 @@ def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypat
     monkeypatch.setattr(trt_mod, "gpu_info", fake_gpu)
     monkeypatch.setattr(trt_backend, "gpu_info", fake_gpu)
     m = load_manifest(out)
-    runtime = {"tile": 64, "block": 16, "chunk": 1000, "margin": 2, "overlap": 36}
+    runtime = {"tile": 64, "chunk": 1000, "margin": 3, "max_side": 256, "overlap": 36}
     sources = {n: g["files"]["fp16"][0] for n, g in m["graphs"].items()}
     section = trt_mod.build_engines(out, model.cfg, sources, "fp16", runtime, workspace_mb=256,
                                     log=lambda s: None)
@@ -485,12 +498,15 @@ def test_trt_build_flow_with_a_stand_in_tensorrt(export_dir, tmp_path, monkeypat
     assert section["compute_capability"] == "9.0" and section["strongly_typed"]
     assert ("flags", 1) in fake.calls and ("workspace", 256 << 20) in fake.calls
     profiled = {c[1] for c in fake.calls if c[0] == "profile"}
-    assert profiled == {"sem_image", "sem_valid", "image", "mask", "app", "sem_pre", "centres",
-                        "air_pre", "coord"}  # every dynamic input, none of the fixed ones
-    assert ("profile", "coord", (1, 1, 2), (1, 1000, 2), (1, 1000, 2)) in fake.calls
-    assert (out / "trt" / "timing.cache").read_bytes() == b"+++++"  # grown by each of the 5 builds
-    assert (out / "trt" / "query.engine").read_bytes() == b"engine:air_pre,grid,coord,cell"
-    assert section["engines"]["query"]["profile"]["coord"][2] == [1, 1000, 2]
+    assert profiled == {"sem_image", "sem_valid", "image", "mask", "sem_pre", "air_pre", "holes",
+                        "rgb", "row_edges", "col_edges"}  # every dynamic input, none of the fixed
+    assert {c[1] for c in fake.calls if c[0] == "values"} == {"box", "rect", "span", "out_size"}
+    assert ("profile", "air_pre", (1, model.cfg.air.hidden + 3, 1, 1),
+            (1, model.cfg.air.hidden + 3, 70, 70), (1, model.cfg.air.hidden + 3, 70, 70)) in fake.calls
+    n = len(section["engines"])
+    assert n == 8 and (out / "trt" / "timing.cache").read_bytes() == b"+" * n  # grown by each build
+    assert (out / "trt" / "query.engine").read_bytes() == b"engine:air_pre,rect"
+    assert section["engines"]["query"]["values"]["rect"][2][0] > 0
     assert section["engines"]["fill"]["source"] == "fill.onnx"  # the fill stays float32
     m["trt"] = section
     write_manifest(out, m)
@@ -569,10 +585,10 @@ def test_trt_engines_match_onnxruntime(checkpoint, model, tmp_path):
 
     out = tmp_path / "trt"
     m = export_checkpoint(checkpoint, out, fp16=True, trt=True,
-                          runtime={"tile": 64, "block": 16, "chunk": 4096}, log=lambda s: None)
+                          runtime={"tile": 64, "chunk": 4096}, log=lambda s: None)
     assert m["trt"]["engines"] and m["trt"]["gpu"] and m["trt"]["compute_capability"]
     backend = TrtBackend(out)
-    for d in parity.image_parity(model, backend, tile=64, block=16, chunk=4096,
+    for d in parity.image_parity(model, backend, tile=64, chunk=4096,
                                  limits=(parity.FP16_MAX, parity.FP16_MEAN)):
         assert d.ok, d.line()
     pytest.importorskip("polygraphy", reason="polygraphy is not installed")

@@ -105,7 +105,7 @@ def test_bf16_backend_close_to_fp32(model, monkeypatch):
     for p in ("fp32", "bf16"):
         b = TorchBackend(model, precision=p)
         assert b.precision == p
-        inp = Inpainter(b, tile=32, block=16)
+        inp = Inpainter(b, tile=32)
         inp.set_image(image, mask)
         outs[p] = gt.as_float(inp.inpaint(1.0))
     diff = np.abs(outs["fp32"] - outs["bf16"])
@@ -185,7 +185,7 @@ def test_int8_export_graphs_manifest_and_auto(int8_export, model):
     res = {}
     for p in ("fp32", "int8", "auto"):
         b = OnnxBackend(out, device="cpu", precision=p)
-        inp = Inpainter(b, tile=32, block=16)
+        inp = Inpainter(b, tile=32)
         inp.set_image(image, mask)
         res[b.precision if p != "auto" else "auto"] = gt.as_float(inp.inpaint(1.0))
         if p == "auto":

@@ -265,13 +265,13 @@ def test_bundled_demo_export_passes():
 
 
 def test_trt_export_stops_on_a_graph_tensorrt_would_reject(tiny_checkpoint, tmp_path, monkeypatch):
-    """sair-export --trt checks the graphs before TensorRT (even where TensorRT is missing) and
-    fails with one line naming the graph, node, op and reason, exit 3."""
-    import sys
-
+    """sair-export --trt checks the graphs before TensorRT sees them and fails with one line
+    naming the graph, node, op and reason, exit 3 (TensorRT's availability is stubbed: without it
+    --trt stops earlier, exit 2, see test_export)."""
     from click.testing import CliRunner
 
     import sair_export.pipeline as pipeline
+    import sair_export.trt as trt_mod
     from sair_export.cli import cli
 
     nodes = [helper.make_node("Shape", ["air_pre"], ["s"], start=0, end=1, name="shape"),
@@ -280,7 +280,11 @@ def test_trt_export_stops_on_a_graph_tensorrt_would_reject(tiny_checkpoint, tmp_
     bad = _model(nodes, [("air_pre", F32, [1, 35, "h", "w"])], [("rgb", F32, ["a", "b", "c", "d"])],
                  {"one": np.array([1], np.int64)})
     monkeypatch.setattr(pipeline, "export_all", lambda model, out, log=print: {"query": bad})
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    def unreachable():
+        raise AssertionError("TensorRT was reached with a graph it would reject")
+
+    monkeypatch.setattr(trt_mod, "check_available", lambda: (None, {}))
+    monkeypatch.setattr(trt_mod, "build_engine", lambda *a, **k: unreachable())
     res = CliRunner().invoke(cli, [tiny_checkpoint, "-o", str(tmp_path / "out"), "--trt"])
     assert res.exit_code == 3, res.output + repr(res.exception)
     err = [ln for ln in res.output.splitlines() if ln.startswith("error:")]

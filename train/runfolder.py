@@ -85,7 +85,7 @@ def resume_run(args, resume: str | os.PathLike, given: set[str] | None, args_typ
     ours = args.to_dict()
     conflicts, applied = [], []
     for name in fields:
-        if name not in given or name not in saved or name == "out":
+        if name not in given or name not in saved or name == "out" or ours[name] is None:
             continue
         if _same(ours[name], saved[name]):
             continue

@@ -45,7 +45,9 @@ from sair_deploy.model.sair import SAIR, Features, pixel_cell
 
 from .data import (InpaintingDataset, SampleSpec, ValidationDataset, list_images, split_files)
 from .masks import MaskFolder
-from .runfolder import (StopRequest, Stopped, check_run_folder, commit_checkpoint, readable_images, repair_model_file, reset_run_folder, resume_run)
+from .runfolder import (StopRequest, Stopped, check_run_folder, commit_checkpoint,  # noqa: F401
+                        load_state, readable_images, repair_model_file, reset_run_folder,
+                        resume_run)
 
 STAGES = ("joint", "sir-then-air")
 

@@ -107,7 +107,11 @@ class OnnxBackend:
     def upload(self, array: np.ndarray):
         with timed(self.counters):
             self.counters.h2d_bytes += array.nbytes
-            return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self._device, 0)
+            # memory of ONNX Runtime's own: an OrtValue made from a numpy array on the CPU would
+            # point into that array, which may be gone before the graphs read it
+            value = self._ort.OrtValue.ortvalue_from_shape_and_type(array.shape, array.dtype, self._device, 0)
+            value.update_inplace(np.ascontiguousarray(array))
+            return value
 
     def download(self, handle) -> np.ndarray:
         with timed(self.counters):

@@ -125,7 +125,6 @@ class TileGraph(nn.Module):
     def forward(self, image: Tensor, mask: Tensor, sem_pre: Tensor | None, box: Tensor) -> Tensor:
         ir0, qh, ic0, qw, kr0, kh, kc0, kw, rh, rw = _ints(box, 10)
         for v in (qh, qw, kh, kw):
-            torch._check_is_size(v)
             torch._check(v >= 1)
         # index_select with sizes that are plan integers themselves keeps every shape exact while
         # exporting (slices would clamp); the encoder's window is 4*qh x 4*qw (its stride)
@@ -196,8 +195,9 @@ class QueryHolesGraph(nn.Module):
         idx = holes[s:e].long()
         rw = span[2]
         size = span[3:5].to(air_pre.device, torch.float32)
-        rows = (idx // rw + span[5]).to(torch.float32)
-        cols = (idx % rw + span[6]).to(torch.float32)
+        r = torch.div(idx, rw, rounding_mode="trunc")  # indices are >= 0: no floor fix-ups
+        rows = (r + span[5]).to(torch.float32)
+        cols = (idx - r * rw + span[6]).to(torch.float32)
         coord = torch.stack([-1.0 + (2.0 * rows + 1.0) / size[0],
                              -1.0 + (2.0 * cols + 1.0) / size[1]], dim=-1).unsqueeze(0)
         grid = torch.cat([size, span[7:9].to(air_pre.device, torch.float32)])
@@ -212,7 +212,7 @@ class CompositeGraph(nn.Module):
     def forward(self, image: Tensor, holes: Tensor, rgb: Tensor) -> Tensor:
         _, h, w, _ = image.shape
         # in float until the output: TensorRT takes 8-bit tensors only as inputs and outputs
-        flat = torch.cat([image.reshape(h * w, 3).to(torch.float32), rgb.new_zeros(1, 3)])
+        flat = torch.cat([image.to(torch.float32).reshape(h * w, 3), rgb.new_zeros(1, 3)])
         values = torch.cat([torch.round(rgb.clamp(0.0, 1.0) * 255.0), rgb.new_zeros(1, 3)])
         flat = flat.index_put((holes.long(),), values)
         return flat[: h * w].reshape(1, h, w, 3).to(torch.uint8)
@@ -240,7 +240,7 @@ class AssembleGraph(nn.Module):
         left, width = col_edges[j], col_edges[j + 1] - col_edges[j]
         idx = (top * ow)[:, None] + height[:, None] * left[None, :] \
             + (ys - top)[:, None] * width[None, :] + (xs - left)[None, :]
-        return to_u8(rgb[idx.reshape(-1)]).reshape(1, oh, ow, 3)
+        return to_u8(rgb[idx.reshape(-1)].reshape(1, oh, ow, 3))
 
 
 def build_graphs(model: SAIR) -> dict[str, nn.Module]:
