@@ -141,7 +141,7 @@ def _runner(backend) -> Inpaint:
 
     def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         inp.set_image(image, mask)
-        return inp.inpaint(1.0)
+        return inp.inpaint(1.0, dtype=np.float32)  # before the 8-bit step: the gate sees all of it
 
     return run
 

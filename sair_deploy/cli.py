@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from .errors import InputError, SairError
 from .version import __version__
@@ -25,7 +26,7 @@ def _inpaint_one(inpainter, image_path: Path, mask_path: Path, out: Path, scale:
 
     check_output_path(out, force)
     check_output_size(*image_size(image_path), scale, out)
-    image = read_image(image_path)
+    image = read_image(image_path, dtype=np.uint8)  # the runtime works on 8 bits
     mask = read_mask(mask_path, image.shape[:2])
     holes = float(mask.mean())
     if holes == 1.0:

@@ -238,7 +238,7 @@ def exported(request, tmp_path_factory) -> dict[str, onnx.ModelProto]:
 
     model = make_model(**request.param)
     protos = export_all(model, tmp_path_factory.mktemp("export"), log=lambda s: None)
-    assert "appearance" in protos and "query" in protos
+    assert "tile" in protos and "query" in protos
     return _with_fp16(protos, model.cfg)
 
 

@@ -81,7 +81,9 @@ class PrepareGraph(nn.Module):
 def _symmetric(n, pad, device) -> Tensor:
     """Indices ``0..n+pad-1`` of an axis padded symmetrically at its end (numpy's "symmetric")."""
     i = torch.arange(n + pad, device=device)
-    return torch.where(i < n, i, 2 * n - 1 - i)
+    back = 2 * n - 1 - i
+    back = torch.where(back > 0, back, torch.zeros_like(back))  # a 1-pixel side repeats itself
+    return torch.where(i < n, i, back)
 
 
 class SemanticGraph(nn.Module):
