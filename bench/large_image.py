@@ -62,7 +62,7 @@ def main() -> None:
     if res.returncode != 0:
         raise SystemExit(res.stderr)
     print(res.stderr.strip())
-    print(f"\n| image | hole | scale | peak RSS MB | wall s | Pillow read+write alone s |")
+    print("\n| image | hole | scale | peak RSS MB | wall s | Pillow read+write alone s |")
     print("|---|---|---|---|---|---|")
     print(f"| {n}x{n} | {k}x{k} | 1 | {rss_mb:.0f} | {wall:.1f} | {pillow_s:.1f} |")
     print(f"\nlarge_rss_mb={rss_mb:.0f} large_wall_s={wall:.1f} (children's peak before: {before / 1024:.0f} MB)")
