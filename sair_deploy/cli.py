@@ -40,6 +40,8 @@ def _inpaint_one(inpainter, image_path: Path, mask_path: Path, out: Path, scale:
         note = f"{holes:.1%} holes"
     inpainter.set_image(image, mask)
     result = inpainter.inpaint(scale)
+    inpainter.reset()  # the input's memory goes before the output is encoded (large images)
+    del image, mask
     save_image(out, result, force)
     return f"wrote {out} ({result.shape[1]}x{result.shape[0]}, {note})"
 

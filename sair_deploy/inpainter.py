@@ -112,6 +112,12 @@ class Inpainter:
         self._ref_feats = None
         self.backend.counters.reset()
 
+    def reset(self) -> None:
+        """Let go of the image, its mask and everything computed for them (host and device)."""
+        self.given = self.image = self.mask = None
+        self._regions = {}
+        self._sem_pre = self._ref_feats = None
+
     def _semantic(self):
         """SIR's precompute for the whole image, once (``None`` for the LIIF ablation)."""
         if self._sem_pre is None and self.config.use_semantic:

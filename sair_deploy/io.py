@@ -72,10 +72,16 @@ def _open(path: str | os.PathLike | BinaryIO, what: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
-            upright = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # no copy of an image already upright
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(_corrupt(what, path, exc)) from None
-    return upright if upright is not None else im
+    return im
+
+
+def _exif_orientation(raw: bytes) -> int:
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif.get(ORIENTATION, 1)
 
 
 def image_size(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:
@@ -83,7 +89,11 @@ def image_size(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:
     from its header: cheap, for checking outputs before any work."""
     im = _header(path, what)
     try:
-        orientation = im.getexif().get(ORIENTATION, 1)
+        if im.format == "PNG":  # Pillow decodes a whole PNG to look for EXIF after the pixels
+            raw = im.info.get("exif")  # an eXIf chunk before the pixels (where writers put it)
+            orientation = _exif_orientation(raw) if raw else 1
+        else:
+            orientation = im.getexif().get(ORIENTATION, 1)
     except Exception:  # an unreadable EXIF block: Pillow's exif_transpose ignores it too
         orientation = 1
     w, h = im.size
@@ -144,7 +154,9 @@ def read_image(path: str | os.PathLike | BinaryIO, dtype=np.float32) -> np.ndarr
         if im.mode in ("RGBA", "LA", "PA", "P", "L", "1", "CMYK", "YCbCr"):
             im = im.convert("RGB")
         if im.mode == "RGB":
-            return np.asarray(im, dtype=np.uint8).copy()
+            a = np.asarray(im, dtype=np.uint8)  # its own copy of the pixels: the image can go
+            im.close()
+            return a
         return np.round(read_image(path if not hasattr(path, "seek") else _rewound(path)) * 255).astype(np.uint8)
     a = _to_float(im)
     if a.ndim == 2:

@@ -24,6 +24,10 @@ Handle = Any
 # queries keeps every hidden activation (4 x 1024 x 256 floats) near 4 MB, and the MLP runs at its
 # matrix-product rate instead of waiting on memory (bench/speed.py, 2-2.5x at scale 2).
 CPU_QUERY_CHUNK = 1024
+# ONNX Runtime's CPU provider pays ~10 ms per call for this graph (binding, ~250 small nodes):
+# at 512^2 scale 2 the bundled model took 16.3 s in calls of 1024 queries, 6.8 s in 8192, 6.3 s in
+# 16384 (the torch backend 6.1 s in 1024); it answers in larger calls.
+ORT_CPU_QUERY_CHUNK = 16384
 # Queries per call on a GPU: as many as a 512-pixel tile has at scale 2, so calls scale with tiles.
 GPU_QUERY_CHUNK = RuntimePlan().chunk
 

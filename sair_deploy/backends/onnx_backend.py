@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..model.config import SAIRConfig
-from .base import CPU_QUERY_CHUNK, GPU_QUERY_CHUNK, Counters, timed
+from .base import GPU_QUERY_CHUNK, ORT_CPU_QUERY_CHUNK, Counters, timed
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
@@ -101,7 +101,7 @@ class OnnxBackend:
             self.name = "onnx-cpu"  # onnxruntime-gpu without a usable GPU falls back to the CPU
         self._device = "cuda" if self.name == "onnx-cuda" else "cpu"
         self.counters = Counters()
-        self.query_chunk = GPU_QUERY_CHUNK if self._device == "cuda" else CPU_QUERY_CHUNK
+        self.query_chunk = GPU_QUERY_CHUNK if self._device == "cuda" else ORT_CPU_QUERY_CHUNK
 
     # ---- memory ----------------------------------------------------------------------------
     def upload(self, array: np.ndarray):

@@ -73,7 +73,10 @@ class TorchBackend:
     def upload(self, array: np.ndarray):
         with timed(self.counters):
             self.counters.h2d_bytes += array.nbytes
-            t = self._torch.from_numpy(np.ascontiguousarray(array))
+            array = np.ascontiguousarray(array)
+            if not array.flags.writeable:  # torch tensors may not share read-only memory
+                array = array.copy()
+            t = self._torch.from_numpy(array)
             if self.device.type == "meta":
                 return t.to("meta")
             return t.to(self.device, non_blocking=False)

@@ -100,13 +100,14 @@ def unfold3x3(feat: Tensor) -> Tensor:
 def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
     """Gather ``feat[b, :, row, col]`` for index tensors of shape ``(B, ...)``.
 
-    Returns ``(B, ..., C)``. Written as one flat Gather so it exports to a single ONNX op.
+    Returns ``(B, ..., C)``. One GatherElements over ``(B, C, H*W)`` when exported.
     """
     b, c, h, w = feat.shape
-    flat = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)
-    offset = torch.arange(b, device=feat.device).view(b, *([1] * (row.dim() - 1))) * (h * w)
-    idx = row * w + col + offset
-    return flat[idx.reshape(-1)].view(*idx.shape, c)
+    idx = (row * w + col).reshape(b, 1, -1)
+    # gathered along the flattened pixels of each channel: the feature map is read in place (a
+    # channels-last copy of a whole tile per call would cost more than the call itself)
+    out = torch.gather(feat.reshape(b, c, h * w), 2, idx.expand(b, c, idx.shape[-1]))
+    return out.transpose(1, 2).reshape(*row.shape, c)
 
 
 def ensemble(pred: Tensor, weight: Tensor) -> Tensor:
