@@ -104,7 +104,7 @@ class SampleSpec:
     sem_max_side: int = 224
     semantic_target: bool = False  # also return the encoder input of the unmasked image
     patch: int = 0  # side of a dense window of full-res pixels over a hole (for the SSIM loss)
-    sr_prob: float = 0.0  # fraction of super-resolution samples (see InpaintingDataset._sr_sample)
+    sr_prob: float = 0.0  # fraction of super-resolution samples (see InpaintingDataset._sample)
     sr_holes: float = 0.0  # fraction of those that also have holes (0: known pixels only)
 
 
@@ -143,52 +143,34 @@ class InpaintingDataset(Dataset):
         s = self.spec
         rng = np.random.default_rng([self.seed, self.epoch, index])
         img, skipped = self._read(index, rng)
-        if s.sr_prob > 0 and rng.random() < s.sr_prob:
-            return self._sr_sample(img, rng, skipped)
         t = s.size
+        if s.sr_prob > 0 and rng.random() < s.sr_prob:
+            scale = float(rng.uniform(1.0, max(1.0, s.scale_max)))
+            return self._sample(img, rng, skipped, max(t, int(round(t * scale))), sr=True)
         scale = 1.0
         if s.scale_max > 1 and rng.random() < s.scale_prob:
             scale = float(rng.uniform(1.0, s.scale_max))
-        crop = max(t, int(round(t * scale)))
-        gt = self._crop(img, crop, rng)
-        if s.hflip and rng.random() < 0.5:
-            gt = gt[:, ::-1]
-        if s.color_jitter > 0:
-            gt = color_jitter(gt, s.color_jitter, rng)
-        gt = np.ascontiguousarray(gt)
-        inp = _resize(gt, (t, t)).astype(np.float32) / 255.0
-        gtf = gt.astype(np.float32) / 255.0
-        mask = self.masks.sample((t, t), rng) if self.masks else training_mask((t, t), rng)
-        coord, rgb = self._queries(gtf, mask, rng)
-        sample = self._common(inp, mask)
-        sample.update(coord=torch.from_numpy(coord), gt=torch.from_numpy(rgb),
-                      cell=torch.tensor([2.0 / crop, 2.0 / crop]),
-                      skipped=torch.tensor(skipped))
-        if s.patch:
-            sample.update(self._patch(gtf, mask, rng))
-        return sample
+        return self._sample(img, rng, skipped, max(t, int(round(t * scale))), sr=False)
 
-    def _sr_sample(self, img: np.ndarray, rng: np.random.Generator,
-                   skipped: int) -> dict[str, torch.Tensor]:
-        """A super-resolution sample made the way a user's small image was made: a crop of
-        ``round(T*S)`` pixels (S uniform in ``[1, scale_max]``) is the ground truth, the input is
-        that crop downsampled to ``T x T`` by :func:`downsample`, queries are the crop's pixel
-        centres. No holes, except in a fraction ``sr_holes`` of these samples."""
+    def _sample(self, img: np.ndarray, rng: np.random.Generator, skipped: int, crop: int,
+                sr: bool) -> dict[str, torch.Tensor]:
+        """A crop of ``crop`` pixels is the ground truth and its pixel centres the queries; the
+        input is that crop at ``T x T``: resized, with holes (an inpainting sample), or, for a
+        super-resolution sample (``sr``), downsampled the way a user's small image was made
+        (:func:`downsample`), without holes except in a fraction ``sr_holes`` of them."""
         s, t = self.spec, self.spec.size
-        scale = float(rng.uniform(1.0, max(1.0, s.scale_max)))
-        crop = max(t, int(round(t * scale)))
         gt = self._crop(img, crop, rng)
         if s.hflip and rng.random() < 0.5:
             gt = gt[:, ::-1]
         if s.color_jitter > 0:
             gt = color_jitter(gt, s.color_jitter, rng)
         gt = np.ascontiguousarray(gt)
-        inp = downsample(gt, (t, t)).astype(np.float32) / 255.0
+        inp = (downsample if sr else _resize)(gt, (t, t)).astype(np.float32) / 255.0
         gtf = gt.astype(np.float32) / 255.0
-        if s.sr_holes > 0 and rng.random() < s.sr_holes:
-            mask = self.masks.sample((t, t), rng) if self.masks else training_mask((t, t), rng)
-        else:
+        if sr and not (s.sr_holes > 0 and rng.random() < s.sr_holes):
             mask = np.zeros((t, t), np.float32)
+        else:
+            mask = self.masks.sample((t, t), rng) if self.masks else training_mask((t, t), rng)
         coord, rgb = self._queries(gtf, mask, rng)
         sample = self._common(inp, mask)
         sample.update(coord=torch.from_numpy(coord), gt=torch.from_numpy(rgb),

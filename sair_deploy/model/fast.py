@@ -41,6 +41,9 @@ def _hidden(first: Tensor, rel: Tensor, w_rel: Tensor, cell_term: Tensor,
     return h.view(*shape[:-1], h.shape[-1])
 
 
+CPU_PIECE = 4096  # centres per piece of the semantic term on a CPU (its activations stay in cache)
+
+
 class FastSAIR(nn.Module):
     """A view of a :class:`SAIR`'s weights arranged for fast inference (no parameters of its own)."""
 
@@ -72,7 +75,18 @@ class FastSAIR(nn.Module):
         return F.conv2d(lat, weight, bias, padding=k // 2)
 
     def semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor) -> Tensor:
-        """AIR's first-layer semantic term ``W_s S(x)`` at ``centres (B, N, 2)``: ``(B, N, hidden)``."""
+        """AIR's first-layer semantic term ``W_s S(x)`` at ``centres (B, N, 2)``: ``(B, N, hidden)``.
+
+        Eagerly on a CPU it runs in pieces of :data:`CPU_PIECE` centres (the same numbers): a
+        whole tile at once would hold 4 x N x hidden floats per layer, gigabytes at the paper's
+        widths, and run at memory speed. Exported graphs take the whole tile in one go."""
+        n = centres.shape[1]
+        if centres.device.type == "cpu" and n > CPU_PIECE and not torch.compiler.is_exporting():
+            return torch.cat([self._semantic_term(sem_pre, centres[:, i:i + CPU_PIECE], cell)
+                              for i in range(0, n, CPU_PIECE)], dim=1)
+        return self._semantic_term(sem_pre, centres, cell)
+
+    def _semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor) -> Tensor:
         _, w_rel, w_cell, _ = self._sir_first()
         size = sem_pre.shape[-2:]
         nb = local_neighbours(centres, size)
