@@ -79,7 +79,7 @@ class _Recorder:
         self.backend = backend
         self.rng = rng
         self.calls: dict[str, list[dict[str, np.ndarray]]] = {}
-        self.queries_left = self.QUERIES_PER_IMAGE
+        self.queries_left: dict[str, int] = {}
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
@@ -91,15 +91,16 @@ class _Recorder:
             {k: a if isinstance(a, np.ndarray) else a.numpy() for k, a in zip(names, arrays)})
 
     def run(self, graph: str, *inputs):
+        if graph == "prepare":  # a new image (or scale): query calls are recorded again
+            self.queries_left = {"query": self.QUERIES_PER_IMAGE, "query_holes": self.QUERIES_PER_IMAGE}
         if graph in ("semantic", "tile"):
             self._keep(graph, inputs)
-            self.queries_left = self.QUERIES_PER_IMAGE
         return self.backend.run(graph, *inputs)
 
     def run_into(self, graph: str, out, start: int, count: int, *inputs) -> None:
-        if self.queries_left > 0 and self.rng.random() < 0.25:
+        if self.queries_left.get(graph, 0) > 0:
             self._keep(graph, inputs)
-            self.queries_left -= 1
+            self.queries_left[graph] -= 1
         self.backend.run_into(graph, out, start, count, *inputs)
 
 

@@ -105,3 +105,26 @@ def test_trt_profiles_are_enforced_with_one_line_errors(trt_export):
     with pytest.raises(InputError, match="outside the TensorRT engine's profile"):
         inp.inpaint(2.0)
     assert trt.executions  # the engines before the refused one did run
+
+
+def test_engines_record_their_host_and_are_refused_elsewhere(trt_export, monkeypatch):
+    import sair_deploy.backends.trt_backend as trt_backend
+    from sair_deploy.backends.trt_backend import TrtBackend
+    from sair_deploy.errors import ModelError
+
+    out, trt, cudart = trt_export
+    m = load_manifest(out)  # checks every hash, the engines' too
+    sec = m["trt"]
+    assert sec["tensorrt_version"] == trt.__version__ and sec["gpu"] == "Stand-in GPU"
+    assert sec["compute_capability"] == "9.0" and sec["strongly_typed"]
+    assert set(sec["engines"]) == set(m["graphs"])
+    assert sec["engines"]["tile"]["values"]["box"][2][5] == PLAN["tile"] + 2 * PLAN["margin"]
+    assert {"trt/query.engine", "trt/timing.cache"} <= set(m["sha256"])
+    # engines built with another TensorRT, or for another GPU, are refused before any GPU work
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cudart, "11.4.0.106"))
+    with pytest.raises(ModelError, match="built with TensorRT 10.13.0.35, this is 11.4.0.106"):
+        TrtBackend(out)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_backend, "gpu_info", lambda device=0: {"gpu": "Other GPU", "compute_capability": "8.6"})
+    with pytest.raises(ModelError, match="built for Stand-in GPU"):
+        TrtBackend(out)

@@ -81,7 +81,7 @@ class FastSAIR(nn.Module):
         whole tile at once would hold 4 x N x hidden floats per layer, gigabytes at the paper's
         widths, and run at memory speed. Exported graphs take the whole tile in one go."""
         n = centres.shape[1]
-        if centres.device.type == "cpu" and n > CPU_PIECE and not torch.compiler.is_exporting():
+        if not torch.compiler.is_exporting() and centres.device.type == "cpu" and n > CPU_PIECE:
             return torch.cat([self._semantic_term(sem_pre, centres[:, i:i + CPU_PIECE], cell)
                               for i in range(0, n, CPU_PIECE)], dim=1)
         return self._semantic_term(sem_pre, centres, cell)
