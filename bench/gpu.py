@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from speed import photo
+from speed import photo, random_config
 
 
 class _Synced:
@@ -61,7 +61,6 @@ def main() -> None:
 
     from sair_deploy.backends.torch_backend import TorchBackend
     from sair_deploy.inpainter import Inpainter
-    from sair_deploy.model.config import get_config
     from sair_deploy.model.sair import SAIR
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -69,8 +68,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True
-    cfg = get_config(args.config)
-    cfg = cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
+    cfg = random_config(args.config)
     model = SAIR(cfg).eval()
     backends = [TorchBackend(model, args.device)]
     if args.device == "cuda":

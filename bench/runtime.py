@@ -19,7 +19,7 @@ import argparse
 
 import numpy as np
 
-from speed import photo
+from speed import photo, random_config
 
 
 def main() -> None:
@@ -37,12 +37,10 @@ def main() -> None:
     from sair_deploy.backends.base import CPU_QUERY_CHUNK, GPU_QUERY_CHUNK
     from sair_deploy.backends.torch_backend import TorchBackend
     from sair_deploy.inpainter import Inpainter
-    from sair_deploy.model.config import get_config
     from sair_deploy.model.sair import SAIR
 
     torch.set_num_threads(args.threads)
-    cfg = get_config(args.config)
-    cfg = cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
+    cfg = random_config(args.config)
     backend = TorchBackend(SAIR(cfg), device="meta")
     print(f"config {args.config}, stand-in backend (torch meta device), {args.threads} threads\n")
     print("| input | scale | configuration | graph calls | MB to device | × given | MB back | × output "

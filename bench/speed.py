@@ -41,6 +41,15 @@ import time
 import numpy as np
 
 
+def random_config(name: str):
+    """Config ``name`` with its CLIP tower randomly initialised: speed does not depend on the
+    weights, and no pretrained weights can be had here."""
+    from sair_deploy.model.config import get_config
+
+    cfg = get_config(name)
+    return cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
+
+
 def photo(size: int) -> tuple[np.ndarray, np.ndarray]:
     """A real photo (scikit-image's astronaut) at ``size`` and a ~30% stroke-and-box mask."""
     from PIL import Image
@@ -90,12 +99,10 @@ def run_case(args) -> dict:
     from sair_deploy.coords import cell_for, output_shape
     from sair_deploy.inpainter import Inpainter
     from sair_deploy.preprocess import semantic_input
-    from sair_deploy.model.config import get_config
     from sair_deploy.model.sair import SAIR
 
     torch.manual_seed(0)
-    cfg = get_config(args.config)
-    cfg = cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
+    cfg = random_config(args.config)
     model = SAIR(cfg).eval()
     backend = TorchBackend(model)
     image, mask = photo(args.size)
@@ -246,16 +253,13 @@ def precision_table(args) -> None:
     from sair_deploy.backends.torch_backend import TorchBackend
     from sair_deploy.inpainter import Inpainter
     from sair_deploy.model.checkpoint import save_checkpoint
-    from sair_deploy.model.config import get_config
     from sair_deploy.model.sair import SAIR
     from sair_deploy.precision import cpu_supports_bf16
     from sair_export.pipeline import export_checkpoint
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = get_config(args.config)
-    if cfg.use_semantic:
-        cfg = cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
+    cfg = random_config(args.config)
     model = SAIR(cfg).eval()
     variants = {}
     if "fp32" in args.precisions:

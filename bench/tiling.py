@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from speed import photo
+from speed import photo, random_config
 
 
 def main() -> None:
@@ -33,12 +33,10 @@ def main() -> None:
     from sair_deploy.inpainter import Inpainter
 
     if args.config:
-        from sair_deploy.model.config import get_config
         from sair_deploy.model.sair import SAIR
 
         torch.manual_seed(0)
-        cfg = get_config(args.config)
-        cfg = cfg.replace(semantic=type(cfg.semantic)(**{**cfg.semantic.__dict__, "pretrained": None}))
+        cfg = random_config(args.config)
         backend, name = TorchBackend(SAIR(cfg).eval()), f"random {args.config}"
     else:
         from sair_deploy.api import DEFAULT_CHECKPOINT

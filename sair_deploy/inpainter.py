@@ -20,7 +20,8 @@ from .backends.base import Backend
 from .coords import cell_for, make_coord, output_shape
 from .errors import InputError
 from .preprocess import semantic_input
-from .tiling import RuntimePlan, Tile, holes_by_tile, output_edges, plan_tiles, region_around
+from .tiling import (RuntimePlan, Tile, holes_by_tile, output_edges, plan_tiles, region_around,
+                     tile_outputs)
 
 MAX_OUTPUT_PIXELS = 400_000_000  # beyond this an output is almost certainly a typo in --scale
 _PLAN = RuntimePlan()
@@ -245,14 +246,11 @@ class Inpainter:
         row_edges = output_edges(h, out_h, self.tile)
         col_edges = output_edges(w, out_w, self.tile)
         rgb = be.empty(out_h * out_w)
-        todo = [(i, j) for i in range(len(reg.tiles)) for j in range(len(reg.tiles[0]))]
-        for i, j in tqdm(todo, desc="inpaint", disable=not self.progress, unit="tile"):
-            oy0, oy1, ox0, ox1 = row_edges[i], row_edges[i + 1], col_edges[j], col_edges[j + 1]
-            if oy0 == oy1 or ox0 == ox1:
-                continue
+        rects = [r for r in tile_outputs(row_edges, col_edges) if r[2] < r[3] and r[4] < r[5]]
+        for i, j, oy0, oy1, ox0, ox1, offset in tqdm(rects, desc="inpaint", disable=not self.progress,
+                                                     unit="tile"):
             air = self._air(reg, i, j)
             t = reg.tiles[i][j]
-            offset = oy0 * out_w + (oy1 - oy0) * ox0  # see AssembleGraph
             rows = max(1, self.chunk // (ox1 - ox0))
             for y in range(oy0, oy1, rows):
                 y1 = min(y + rows, oy1)
@@ -264,10 +262,9 @@ class Inpainter:
             return be.download(be.run("assemble", rgb, out_size, *edges))[0]
         flat = be.download(rgb)
         out = np.empty((out_h, out_w, 3), dtype=np.float32)
-        for i, j in todo:
-            oy0, oy1, ox0, ox1 = row_edges[i], row_edges[i + 1], col_edges[j], col_edges[j + 1]
-            offset = oy0 * out_w + (oy1 - oy0) * ox0
-            out[oy0:oy1, ox0:ox1] = flat[offset:offset + (oy1 - oy0) * (ox1 - ox0)].reshape(oy1 - oy0, ox1 - ox0, 3)
+        for _, _, oy0, oy1, ox0, ox1, offset in rects:
+            n = (oy1 - oy0) * (ox1 - ox0)
+            out[oy0:oy1, ox0:ox1] = flat[offset:offset + n].reshape(oy1 - oy0, ox1 - ox0, 3)
         return out
 
     def _given_float(self) -> np.ndarray:

@@ -81,6 +81,17 @@ def output_edges(n_in: int, n_out: int, tile: int) -> list[int]:
     return [output_span(n_in, n_out, s, e)[0] for s, e in _starts(n_in, tile)] + [n_out]
 
 
+def tile_outputs(row_edges: list[int], col_edges: list[int]):
+    """Per tile ``(i, j, oy0, oy1, ox0, ox1, offset)``: the output rectangle it answers and where
+    its answers start in the tile-after-tile layout (the layout the assemble graph reads)."""
+    out_w = col_edges[-1]
+    for i in range(len(row_edges) - 1):
+        oy0, oy1 = row_edges[i], row_edges[i + 1]
+        for j in range(len(col_edges) - 1):
+            ox0, ox1 = col_edges[j], col_edges[j + 1]
+            yield i, j, oy0, oy1, ox0, ox1, oy0 * out_w + (oy1 - oy0) * ox0
+
+
 def holes_by_tile(mask: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
     """The region-flat indices of the holes, grouped tile after tile (row-major inside each),
     and where each tile's group starts (``(n_tiles + 1,)``, tiles in row-major order)."""
