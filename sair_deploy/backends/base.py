@@ -20,14 +20,16 @@ from ..tiling import RuntimePlan
 
 Handle = Any
 
-# Queries per call that keep a CPU core's cache busy: with the paper's widths a call of 1024
-# queries keeps every hidden activation (4 x 1024 x 256 floats) near 4 MB, and the MLP runs at its
-# matrix-product rate instead of waiting on memory (bench/speed.py, 2-2.5x at scale 2).
-CPU_QUERY_CHUNK = 1024
-# ONNX Runtime's CPU provider pays ~10 ms per call for this graph (binding, ~250 small nodes):
-# at 512^2 scale 2 the bundled model took 16.3 s in calls of 1024 queries, 6.8 s in 8192, 6.3 s in
-# 16384 (the torch backend 6.1 s in 1024); it answers in larger calls.
-ORT_CPU_QUERY_CHUNK = 16384
+# Queries per torch CPU call. Inside a call the MLP runs in pieces of 1024 queries (model.fast:
+# CPU_QUERY_PIECE), which keeps its activations in cache; the call's coordinate work (~100 small
+# ops) is paid once per call. 512^2 at scale 2, paper widths, ms per 1024 queries (one run):
+# fp32 7.2 / 7.0 / 8.3 and bf16 5.5 / 4.8 / 5.2 in calls of 1024 / 4096 / 16384.
+CPU_QUERY_CHUNK = 4096
+# ONNX Runtime's CPU provider runs each call's MLP at once (no cache-sized pieces in a graph) but
+# pays for its ~250 small nodes per call. The bundled model, 512^2 at scale 1 / 2 (one run): 1.25 /
+# 5.92 s in calls of 2048 queries, 1.11 / 5.62 s in 4096, 1.14 / 6.37 s in 16384 (torch: 1.37 /
+# 4.38 s). It used to copy the tile's whole precompute in every call (a Slice of ``air_pre``).
+ORT_CPU_QUERY_CHUNK = 4096
 # Queries per call on a GPU: as many as a 512-pixel tile has at scale 2, so calls scale with tiles.
 GPU_QUERY_CHUNK = RuntimePlan().chunk
 

@@ -18,11 +18,14 @@ blocks of the image (see :mod:`sair_deploy.inpainter`), training may call :meth:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .liif import ensemble, gather_latents, local_neighbours, sample_base, scale_cell, unfold3x3
+from .liif import (ensemble, gather_channels, gather_latents, local_neighbours, sample_base,
+                   scale_cell, unfold3x3)
 from .sair import SAIR, Features, pixel_cell
 
 
@@ -32,6 +35,7 @@ def _hidden(first: Tensor, rel: Tensor, w_rel: Tensor, cell_term: Tensor,
 
     ``first (..., 4, H)`` holds the gathered precomputed part; returns the last hidden
     activations (after ReLU). Rows are flattened so each layer is one matrix product.
+    (Training's few queries; the runtime's many take :func:`_ensemble_cf`.)
     """
     shape = first.shape
     h = torch.addmm(first.reshape(-1, shape[-1]), rel.reshape(-1, 2), w_rel.T).view(shape)
@@ -41,7 +45,82 @@ def _hidden(first: Tensor, rel: Tensor, w_rel: Tensor, cell_term: Tensor,
     return h.view(*shape[:-1], h.shape[-1])
 
 
+def _left(w: Tensor, x: Tensor) -> Tensor:
+    """``w (M, K) @ x (B, K, N)`` as one batched product (``matmul`` would transpose ``x``)."""
+    return torch.bmm(w.expand(x.shape[0], *w.shape), x)
+
+
+def _no_autocast(t: Tensor):
+    """Autocast off on ``t``'s device (the meta stand-in has no autocast to turn off)."""
+    if t.device.type in ("cpu", "cuda"):
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _weights(lin: nn.Linear, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``lin``'s weight and bias in ``dtype``; a low-precision copy is cast once and kept until
+    the weights change (not once per call, as autocast would)."""
+    if lin.weight.dtype == dtype:
+        return lin.weight, lin.bias
+    key = (dtype, lin.weight._version, lin.weight.data_ptr())
+    cached = getattr(lin, "_lowp_cache", None)
+    if cached is None or cached[0] != key:
+        cached = (key, lin.weight.detach().to(dtype), lin.bias.detach().to(dtype))
+        lin._lowp_cache = cached
+    return cached[1], cached[2]
+
+
+def _ensemble_cf(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor,
+                 cell_term: Tensor, layers: list[nn.Linear], channels: int | None = None) -> Tensor:
+    """The local ensemble of an MLP's hidden layers, channels first: many queries at once.
+
+    ``pre (B, C, h, w)``: the first layer's precomputed part (its leading ``channels``), read at
+    each query's 4 neighbours ``row, col (B, 4, Q)`` (neighbour-major); ``rel (B, 4, Q, 2)``,
+    ``weight (B, 4, Q)``; ``cell_term (B|1, 1, H)``. Returns the area-weighted sum of the last
+    hidden activations, ``(B, H, Q)``, in float32. Channels first, every product reads the gathered features
+    where they lie (no transposes of ``4 Q x H`` blocks), bias and ReLU run in place, and the
+    ensemble is four multiply-adds over contiguous slices. Eagerly on a CPU the queries go
+    through in pieces of :data:`CPU_QUERY_PIECE`, so each layer's activations stay in cache
+    while the call's coordinate work is done once (exported graphs take the call at once).
+
+    A bfloat16 ``pre`` (the torch backend's ``bf16``) runs the layers in bfloat16, outside
+    autocast: weights cast once, no casts between layers, the coordinate part ``W_rel rel +
+    W_cell cell`` in the same product as the features it is added to; the ensemble (its weights
+    are coordinate math) accumulates in float32.
+    """
+    q = row.shape[-1]
+    if not torch.compiler.is_exporting() and pre.device.type == "cpu" and q > CPU_QUERY_PIECE:
+        return torch.cat([_ensemble_cf(pre, row[..., i:i + CPU_QUERY_PIECE], col[..., i:i + CPU_QUERY_PIECE],
+                                       rel[:, :, i:i + CPU_QUERY_PIECE], weight[..., i:i + CPU_QUERY_PIECE],
+                                       w_rel, cell_term, layers, channels)
+                          for i in range(0, q, CPU_QUERY_PIECE)], dim=-1)
+    first = gather_channels(pre, row, col, channels)
+    b, hid, n, q = first.shape
+    dt = first.dtype
+    with _no_autocast(first):
+        rel_t = rel.reshape(b, n * q, 2).transpose(1, 2).to(dt)
+        h = torch.baddbmm(first.reshape(b, hid, n * q), w_rel.to(dt).expand(b, *w_rel.shape), rel_t)
+        h = h.add_(cell_term.to(dt).transpose(1, 2)).relu_()  # (B|1, H, 1): one cell per call
+        for lin in layers:
+            w, bias = _weights(lin, dt)
+            h = _left(w, h).add_(bias.unsqueeze(-1)).relu_()
+        h = h.view(b, -1, n, q)
+        wt = weight.float().unsqueeze(1)  # (B, 1, 4, Q): in float32, so the weights sum to 1
+        out = h[:, :, 0].float() * wt[:, :, 0]
+        for k in range(1, n):
+            out = out.addcmul_(h[:, :, k], wt[:, :, k])
+    return out
+
+
 CPU_PIECE = 4096  # centres per piece of the semantic term on a CPU (its activations stay in cache)
+CPU_QUERY_PIECE = 1024  # queries per piece of an MLP's hidden layers on a CPU (the same reason)
+
+
+def _neighbour_major(nb) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``nb``'s rows, columns, relative coordinates and weights with the 4 neighbours before the
+    queries: ``(B, 4, Q)`` (``rel``: ``(B, 4, Q, 2)``), the layout :func:`_ensemble_cf` takes."""
+    return (nb.row.transpose(1, 2), nb.col.transpose(1, 2), nb.rel_coord.transpose(1, 2),
+            nb.weight.transpose(1, 2))
 
 
 class FastSAIR(nn.Module):
@@ -75,7 +154,7 @@ class FastSAIR(nn.Module):
         return F.conv2d(lat, weight, bias, padding=k // 2)
 
     def semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor) -> Tensor:
-        """AIR's first-layer semantic term ``W_s S(x)`` at ``centres (B, N, 2)``: ``(B, N, hidden)``.
+        """AIR's first-layer semantic term ``W_s S(x)`` at ``centres (B, N, 2)``: ``(B, hidden, N)``.
 
         Eagerly on a CPU it runs in pieces of :data:`CPU_PIECE` centres (the same numbers): a
         whole tile at once would hold 4 x N x hidden floats per layer, gigabytes at the paper's
@@ -83,26 +162,30 @@ class FastSAIR(nn.Module):
         n = centres.shape[1]
         if not torch.compiler.is_exporting() and centres.device.type == "cpu" and n > CPU_PIECE:
             return torch.cat([self._semantic_term(sem_pre, centres[:, i:i + CPU_PIECE], cell)
-                              for i in range(0, n, CPU_PIECE)], dim=1)
+                              for i in range(0, n, CPU_PIECE)], dim=2)
         return self._semantic_term(sem_pre, centres, cell)
 
     def _semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor) -> Tensor:
         _, w_rel, w_cell, _ = self._sir_first()
         size = sem_pre.shape[-2:]
         nb = local_neighbours(centres, size)
-        h = gather_latents(sem_pre, nb.row, nb.col)
+        row, col, rel, weight = _neighbour_major(nb)
         lins = self.model.sir.mlp.linears
-        h = ensemble(_hidden(h, nb.rel_coord, w_rel, scale_cell(cell, size) @ w_cell.T, lins[1:-1]),
-                     nb.weight)
+        h = _ensemble_cf(sem_pre, row, col, rel, weight, w_rel, scale_cell(cell, size) @ w_cell.T,
+                         lins[1:-1])
         _, w_s, _, _, _ = self._air_first()
-        return F.linear(h, w_s @ lins[-1].weight, w_s @ lins[-1].bias)
+        # SIR's output layer folded into AIR's semantic block, in the features' precision
+        w, bias = w_s @ lins[-1].weight, w_s @ lins[-1].bias
+        dt = sem_pre.dtype
+        with _no_autocast(h):
+            return _left(w.to(dt), h.to(dt)) + bias.to(dt).unsqueeze(-1)
 
     def appearance_precompute(self, app_padded: Tensor, sem_term: Tensor | None) -> Tensor:
         """AIR's first layer, all but the per-query part, at every pixel of a block.
 
         ``app_padded (B, C, h+2, w+2)``: appearance features of the block with a 1-pixel border
         (zeros beyond the image, as LIIF's unfold pads), followed by the 3 base-colour channels
-        for a residual model; ``sem_term (B, h*w, hidden)`` or None.
+        for a residual model; ``sem_term (B, hidden, h*w)`` or None.
         Returns ``(B, hidden, h, w)`` (``hidden + 3`` channels, the base last, if residual).
         """
         w_z, _, _, _, bias = self._air_first()
@@ -110,7 +193,7 @@ class FastSAIR(nn.Module):
         p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
         if sem_term is not None:
             b, hid, h, w = p.shape
-            p = p + sem_term.transpose(1, 2).reshape(b, hid, h, w)
+            p = p + sem_term.reshape(b, hid, h, w).to(p.dtype)
         if self.cfg.residual:  # the base colours ride along as 3 extra channels
             p = torch.cat([p, app_padded[:, c:, 1:-1, 1:-1]], dim=1)
         return p
@@ -126,13 +209,18 @@ class FastSAIR(nn.Module):
         _, _, w_rel, w_cell, _ = self._air_first()
         size = grid[:2]
         nb = local_neighbours(coord, size)
+        row, col, rel, weight = _neighbour_major(nb)
         origin = grid[2:].long()
         hidden = air_pre.shape[1] - (3 if self.cfg.residual else 0)
-        h = gather_latents(air_pre[:, :hidden], nb.row - origin[0], nb.col - origin[1])
-        base = None
+        lins = self.model.air.mlp.linears
+        h = _ensemble_cf(air_pre, row - origin[0], col - origin[1], rel, weight, w_rel,
+                         scale_cell(cell, size) @ w_cell.T, lins[1:-1], hidden)
+        out = lins[-1]
+        with _no_autocast(h):  # the RGB layer in float32
+            rgb = (_left(out.weight, h.float()) + out.bias.unsqueeze(-1)).transpose(1, 2)
         if self.cfg.residual:  # the base colours ride along as the last 3 channels
-            base = sample_base(air_pre[:, hidden:], coord, self.cfg.base, origin, size)
-        return self._decode(h, nb, scale_cell(cell, size) @ w_cell.T, base)
+            rgb = rgb + sample_base(air_pre[:, hidden:].float(), coord, self.cfg.base, origin, size)
+        return rgb
 
     def _decode(self, first: Tensor, nb, cell_term: Tensor, base: Tensor | None) -> Tensor:
         """From AIR's gathered first layer to RGB: hidden layers, ensemble, output, plus the base
@@ -179,7 +267,7 @@ class FastSAIR(nn.Module):
         if self.cfg.use_semantic:
             sem_pre = self.semantic_precompute(feats.embedding, feats.holes)
             pc = pixel_cell(size[0], size[1], coord)
-            t = self.semantic_term(sem_pre, nb.centre.reshape(b, q * 4, 2), pc)
+            t = self.semantic_term(sem_pre, nb.centre.reshape(b, q * 4, 2), pc).transpose(1, 2)
             h = h + t.view(b, q, 4, -1)
         base = sample_base(feats.base, coord, self.cfg.base) if self.cfg.residual else None
         return self._decode(h, nb, scale_cell(cell, size) @ w_cell.T, base)

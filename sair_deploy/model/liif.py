@@ -97,17 +97,26 @@ def unfold3x3(feat: Tensor) -> Tensor:
     return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
 
 
-def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
-    """Gather ``feat[b, :, row, col]`` for index tensors of shape ``(B, ...)``.
+def gather_channels(feat: Tensor, row: Tensor, col: Tensor, channels: int | None = None) -> Tensor:
+    """Gather ``feat[b, :channels, row, col]`` for index tensors of shape ``(B, ...)``, channels
+    first: ``(B, channels, ...)`` (default: every channel).
 
-    Returns ``(B, ..., C)``. One GatherElements over ``(B, C, H*W)`` when exported.
+    One GatherElements over ``(B, C, H*W)`` when exported: the feature map is read in place,
+    each channel's plane at the indexed pixels (a channels-last copy of a whole tile per call
+    would cost more than the call itself; ONNX Runtime's ``Gather`` along the pixel axis measured
+    1.5x slower than the expanded index). ``channels`` takes the leading channels without slicing
+    ``feat`` first: ONNX Runtime copies a sliced input, a whole tile per call.
     """
-    b, c, h, w = feat.shape
+    b, c_all, h, w = feat.shape
+    c = c_all if channels is None else channels
     idx = (row * w + col).reshape(b, 1, -1)
-    # gathered along the flattened pixels of each channel: the feature map is read in place (a
-    # channels-last copy of a whole tile per call would cost more than the call itself)
-    out = torch.gather(feat.reshape(b, c, h * w), 2, idx.expand(b, c, idx.shape[-1]))
-    return out.transpose(1, 2).reshape(*row.shape, c)
+    out = torch.gather(feat.reshape(b, c_all, h * w), 2, idx.expand(b, c, idx.shape[-1]))
+    return out.view(b, c, *row.shape[1:])
+
+
+def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
+    """Gather ``feat[b, :, row, col]`` for index tensors of shape ``(B, ...)``: ``(B, ..., C)``."""
+    return gather_channels(feat, row, col).movedim(1, -1)
 
 
 def ensemble(pred: Tensor, weight: Tensor) -> Tensor:
