@@ -22,11 +22,15 @@ from sair_deploy.version import __version__
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration photos for --int8 (a folder; default: the training photos shipped for "
               "it). Never the held-out set.")
+@click.option("--int8-query", type=click.Choice(["static", "dynamic", "float"]), default="static",
+              show_default=True, help="How --int8 treats the query graphs: QDQ with calibrated ranges, "
+              "dynamic quantization, or left float32 (faster for narrow MLPs: measure with "
+              "bench/onnx_speed.py --int8-variants).")
 @click.option("--gate", "gate", is_flag=True, help="Also measure the bf16 accuracy gate (torch, on a "
               "CPU with bfloat16 units) and record it in manifest.json and the checkpoint's metadata.")
 @click.option("--gate-images", type=click.Path(path_type=Path), default=None,
-              help="Held-out photos for the accuracy gates [data/sample/eval, else scikit-learn's and "
-              "matplotlib's sample photos].")
+              help="Held-out photos for the accuracy gates [data/sample/heldout, written by "
+              "scripts/make_sample_data.py].")
 @click.option("--allow-failed-gate", is_flag=True,
               help="Keep int8 graphs that failed their accuracy gate (auto precision still skips them).")
 @click.option("--trt", is_flag=True, help="Build TensorRT engines (needs TensorRT and a CUDA GPU); float16 engines with --fp16.")
@@ -37,7 +41,7 @@ from sair_deploy.version import __version__
 @click.option("--workspace-mb", type=int, default=4096, show_default=True,
               help="TensorRT builder workspace limit.")
 @click.version_option(__version__, prog_name="sair-export")
-def cli(checkpoint: Path, out_dir: Path, fp16: bool, int8: bool, calib: Path | None, gate: bool,
+def cli(checkpoint: Path, out_dir: Path, fp16: bool, int8: bool, calib: Path | None, int8_query: str, gate: bool,
         gate_images: Path | None, allow_failed_gate: bool, trt: bool, check: bool, force: bool,
         tile: int | None, chunk: int | None, workspace_mb: int) -> None:
     """Export CHECKPOINT (.safetensors) to ONNX graphs (and TensorRT engines) in DIR."""
@@ -54,7 +58,7 @@ def cli(checkpoint: Path, out_dir: Path, fp16: bool, int8: bool, calib: Path | N
             manifest = export_checkpoint(checkpoint, out_dir, fp16=fp16, trt=trt, force=force,
                                          runtime=runtime, workspace_mb=workspace_mb, log=click.echo,
                                          int8=int8, calib=calib, gate=gate, gate_images=gate_images,
-                                         allow_failed_gate=allow_failed_gate)
+                                         allow_failed_gate=allow_failed_gate, int8_query=int8_query)
             ok = not check or run_checks(checkpoint, out_dir, manifest, log=click.echo)
         if not ok:
             click.echo("error: parity check failed (see the FAIL lines above)", err=True)

@@ -8,8 +8,9 @@ most :data:`MAX_HOLE_MAD` (on [0, 1]). Results go into ``manifest.json`` (``prec
 a checkpoint's metadata; ``auto`` precision only picks a precision whose gate passed.
 
 The held-out folder is an argument (``sair-export --gate-images DIR``); by default
-``data/sample/eval`` when it exists, else fixed crops of photos the training set never uses
-(scikit-learn's and matplotlib's sample photos).
+``data/sample/heldout``, the held-out crops ``scripts/make_sample_data.py`` writes (photos no
+training run here reads). Without it the gate stops and says how to make it: the photos packages
+ship are all training data otherwise.
 """
 
 from __future__ import annotations
@@ -28,10 +29,7 @@ MAX_PSNR_DROP = 0.1  # dB
 MAX_SSIM_DROP = 0.002
 MAX_HOLE_MAD = 1.0 / 255
 GATE_SIZE = 256
-DEFAULT_EVAL = Path("data/sample/eval")
-# photos no training set here uses (scripts/make_sample_data.py holds them out), site-packages paths
-HELD_OUT = ("sklearn/datasets/images/china.jpg", "sklearn/datasets/images/flower.jpg",
-            "matplotlib/mpl-data/sample_data/grace_hopper.jpg")
+DEFAULT_EVAL = Path("data/sample/heldout")
 
 Inpaint = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -43,49 +41,21 @@ def as_float(result: np.ndarray) -> np.ndarray:
     return np.asarray(result, dtype=np.float32)
 
 
-def _held_out_crops() -> list[np.ndarray]:
-    """Four fixed 256x256 crops (corners and centre at two scales) of each held-out photo."""
-    import site
-    import sys
-
-    from PIL import Image
-
-    dirs = [Path(p) for p in sys.path + site.getsitepackages() if p and Path(p).is_dir()]
-    crops = []
-    for rel in HELD_OUT:
-        path = next((d / rel for d in dirs if (d / rel).is_file()), None)
-        if path is None:
-            continue
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-        for scale in (0.5, 1.0):
-            small = im.resize((round(im.width * scale), round(im.height * scale)),
-                              Image.Resampling.LANCZOS) if scale != 1 else im
-            w, h = small.size
-            for left, top in ((0, 0), (w - GATE_SIZE, h - GATE_SIZE)):
-                box = (left, top, left + GATE_SIZE, top + GATE_SIZE)
-                crops.append(np.asarray(small.crop(box), dtype=np.float32) / 255.0)
-    return crops
-
-
 def gate_images(folder: str | os.PathLike | None = None) -> tuple[list[np.ndarray], str]:
     """The held-out images (``GATE_SIZE`` squares) and a label saying where they came from."""
     from sair_train.evaluate import load_square
 
     exts = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-    if folder is None and DEFAULT_EVAL.is_dir():
+    if folder is None:
+        if not DEFAULT_EVAL.is_dir():
+            raise InputError(f"the accuracy gate needs held-out photos: run scripts/make_sample_data.py "
+                             f"(it writes {DEFAULT_EVAL}) or pass --gate-images DIR")
         folder = DEFAULT_EVAL
-    if folder is not None:
-        folder = Path(folder)
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts) if folder.is_dir() else []
-        if not files:
-            raise InputError(f"gate images: {folder} is not a folder of photos")
-        return [load_square(f, GATE_SIZE) for f in files], str(folder)
-    crops = _held_out_crops()
-    if not crops:
-        raise InputError("no held-out photos for the accuracy gate (scikit-learn/matplotlib "
-                         "sample photos); pass --gate-images DIR")
-    return crops, "scikit-learn + matplotlib sample photos (fixed crops)"
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts) if folder.is_dir() else []
+    if not files:
+        raise InputError(f"gate images: {folder} is not a folder of photos")
+    return [load_square(f, GATE_SIZE) for f in files], str(folder)
 
 
 def measure(reference: Inpaint, candidate: Inpaint, images: list[np.ndarray],

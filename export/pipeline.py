@@ -57,13 +57,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                       workspace_mb: int = 4096, log: Callable[[str], Any] = print, int8: bool = False,
                       calib: str | os.PathLike | None = None, gate: bool = False,
                       gate_images: str | os.PathLike | None = None,
-                      allow_failed_gate: bool = False) -> dict[str, Any]:
+                      allow_failed_gate: bool = False, int8_query: str = "static") -> dict[str, Any]:
     """Write the export directory for ``checkpoint``; returns the manifest written.
 
     The export is written into a new folder beside ``out_dir`` and swapped in at the end, so a
     kill at any moment leaves the previous export (if any) intact. ``trt=True`` fails (nothing
     written) when TensorRT or a GPU is missing. ``int8``: also write int8 graphs
-    (:mod:`.quantize`, calibrated on ``calib`` or the shipped training photos) and gate them; a
+    (:mod:`.quantize`, calibrated on ``calib`` or the shipped training photos; the query graphs
+    as ``int8_query`` says: ``static``, ``dynamic`` or ``float``) and gate them; a
     failing gate removes them and raises ModelError (after the rest is written) unless
     ``allow_failed_gate``. ``gate``: also gate bfloat16 (torch, on a CPU that has it) and record
     it in the checkpoint's metadata. Gates run on ``gate_images`` (:mod:`.gate`).
@@ -89,7 +90,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     new = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.absolute().parent))
     try:
         what, refused = _export_into(model, checkpoint, new, fp16, trt, runtime, workspace_mb, log,
-                                     int8, calib, gate, gate_images, allow_failed_gate)
+                                     int8, calib, gate, gate_images, allow_failed_gate, int8_query)
         os.chmod(new, 0o777 & ~_umask())
         old = new.parent / f".{out_dir.name}.old-{os.getpid()}"
         with signals_deferred():  # the two renames happen together or not at all (but SIGKILL)
@@ -118,7 +119,7 @@ def _umask() -> int:
 def _export_into(model, checkpoint: str | os.PathLike, out_dir: Path, fp16: bool, trt: bool,
                  runtime: dict[str, int] | None, workspace_mb: int, log: Callable[[str], Any],
                  int8: bool = False, calib=None, gate: bool = False, gate_images=None,
-                 allow_failed_gate: bool = False) -> tuple[str, str | None]:
+                 allow_failed_gate: bool = False, int8_query: str = "static") -> tuple[str, str | None]:
     """Write the graphs, engines and manifest of ``model`` into the (new, empty) ``out_dir``;
     returns a short description of what was written and the int8 gate's refusal (or None)."""
     from .fp16 import convert_to_fp16
@@ -163,7 +164,7 @@ def _export_into(model, checkpoint: str | os.PathLike, out_dir: Path, fp16: bool
     refused = None
     if int8 or gate:
         refused = _lower_precisions(checkpoint, out_dir, manifest, int8, gate, calib, gate_images,
-                                    allow_failed_gate, log)
+                                    allow_failed_gate, log, int8_query)
     if trt:
         if int8:  # TensorRT's INT8 Q/DQ needs zero points of 0; these graphs' activations are not
             log("TensorRT engines are built from the float graphs: the int8 graphs use asymmetric "
@@ -175,7 +176,8 @@ def _export_into(model, checkpoint: str | os.PathLike, out_dir: Path, fp16: bool
 
 
 def _lower_precisions(checkpoint, out_dir: Path, manifest: dict[str, Any], int8: bool, gate: bool,
-                      calib, gate_images, allow_failed_gate: bool, log) -> str | None:
+                      calib, gate_images, allow_failed_gate: bool, log,
+                      int8_query: str = "static") -> str | None:
     """int8 graphs and the accuracy gates (recorded in ``manifest["precision_gate"]``; bf16's also
     in the checkpoint). Returns the refusal message when int8 failed its gate (its graphs are
     then removed), else None."""
@@ -199,7 +201,7 @@ def _lower_precisions(checkpoint, out_dir: Path, manifest: dict[str, Any], int8:
         from sair_deploy.model.config import SAIRConfig
 
         files = write_int8_graphs(out_dir, cfg_graphs, SAIRConfig.from_dict(manifest["config"]),
-                                  Path(calib) if calib else None, log=log)
+                                  Path(calib) if calib else None, query_mode=int8_query, log=log)
         for name, f in files.items():
             cfg_graphs[name]["files"]["int8"] = f
         mf.write_manifest(out_dir, manifest)
@@ -217,6 +219,8 @@ def _lower_precisions(checkpoint, out_dir: Path, manifest: dict[str, Any], int8:
                                     images, source)
         log(gt.gate_line("bf16", gates["bf16"]))
         gt.record_in_checkpoint(checkpoint, {"bf16": gates["bf16"]})
+        if "checkpoint" in manifest:  # the checkpoint's bytes changed with its metadata
+            manifest["checkpoint"]["sha256"] = mf.sha256(checkpoint)
         log(f"recorded the bf16 gate in {checkpoint}'s metadata")
     elif gate:
         log("bf16 gate skipped: this CPU has no bfloat16 units (avx512_bf16 / amx_bf16)")

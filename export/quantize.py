@@ -16,7 +16,9 @@ classical fill graph (divisions over masked sums).
 
 :func:`quantize_query_dynamic` is the alternative tried for the query MLP: dynamic quantization
 (activation ranges per call, no calibration). ``bench/onnx_speed.py --int8-variants`` compares
-both on whole images; :data:`QUERY_MODE` is the default.
+both on whole images; :data:`QUERY_MODE` is the default. ``float`` keeps the query graphs float32:
+for the bundled model's 128-wide MLP the QDQ query graphs were slower than float32 on whole
+images (512² scale 2: 6.00 s against 5.31 s with only the tile graph int8; one run).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from sair_deploy.errors import InputError
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 KEPT_FP32_GRAPHS = frozenset({"fill"})  # classical, division-heavy, no weights
-QUERY_MODE = "static"  # "static" (QDQ) or "dynamic" for the query graph; see the module doc
+QUERY_MODE = "static"  # "static" (QDQ), "dynamic" or "float" (kept float32) for the query graphs
 CALIB_SIDE = 256  # calibration photos are resized to at most this side (ranges, not detail)
 MAX_SAMPLES = 48  # calibration inputs kept per graph
 
@@ -180,10 +182,18 @@ class _QuietRootLogger:
 
 
 class _Reader:
-    """onnxruntime.quantization's CalibrationDataReader over recorded feeds."""
+    """onnxruntime.quantization's CalibrationDataReader over recorded feeds, read a range at a
+    time (``CalibStridedMinMax``) so the calibrator holds one feed's results at once."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]):
-        self._it = iter(feeds)
+        self._feeds = feeds
+        self.set_range(0, len(feeds))
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self._feeds[start_index:end_index])
 
     def get_next(self):
         return next(self._it, None)
@@ -207,7 +217,9 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]],
                         op_types_to_quantize=list(QUANT_OPS), per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=keep, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                       # one feed per collection, ranges merged after each
+                                       "CalibStridedMinMax": 1})
     return keep
 
 
@@ -243,6 +255,10 @@ def write_int8_graphs(export_dir: str | os.PathLike, graphs: dict[str, Any], cfg
         dst = export_dir / f"{name}.int8.onnx"
         coords = graph_io(name, cfg).coordinate_inputs
         is_query = name in ("query", "query_holes")
+        if is_query and query_mode == "float":
+            files[name] = g["files"]["fp32"]
+            log(f"kept {name} float32 (--int8-query float)")
+            continue
         dynamic = is_query and query_mode == "dynamic"
         if dynamic:
             keep = quantize_query_dynamic(src, dst, coords)

@@ -257,8 +257,11 @@ def test_bundled_demo_export_passes():
     from sair_deploy.manifest import load_manifest
     from sair_deploy.model.config import SAIRConfig
 
-    cfg = SAIRConfig.from_dict(load_manifest(DEFAULT_EXPORT)["config"])
-    protos = {f.stem: onnx.load(str(f)) for f in sorted(DEFAULT_EXPORT.glob("*.onnx"))}
+    manifest = load_manifest(DEFAULT_EXPORT)
+    cfg = SAIRConfig.from_dict(manifest["config"])
+    # the float32 graphs (TensorRT builds from them; the int8 ones are for ONNX Runtime's CPU)
+    protos = {name: onnx.load(str(DEFAULT_EXPORT / g["files"]["fp32"][0]))
+              for name, g in manifest["graphs"].items()}
     assert "fill" in protos and cfg.fill == "onion"
     problems = {key: check_onnx_for_tensorrt(proto) for key, proto in _with_fp16(protos, cfg).items()}
     assert {k: p for k, p in problems.items() if p} == {}
