@@ -136,6 +136,9 @@ def _check_folder_output(output: Path) -> None:
 @click.option("--overlap", type=int, default=None, help="Tile overlap; default: the encoder's receptive radius.")
 @click.option("--chunk", type=int, default=None,
               help="Queries per graph call [1024 on a CPU, a whole tile on a GPU, or the export's].")
+@click.option("--flips", type=click.Choice(["1", "2", "4"]), default="1", show_default=True,
+              help="Self-ensemble: also inpaint the image mirrored left-right (2) and upside down (4) "
+              "and average; slightly better holes for 2x or 4x the time.")
 @click.option("--stats", is_flag=True, help="After each image, one line: graph calls, bytes to and "
               "from the device, host time outside the backend.")
 @click.option("--reference", is_flag=True, help="Evaluate the literal paper formulation (slow; torch).")
@@ -147,7 +150,7 @@ def _check_folder_output(output: Path) -> None:
 @click.version_option(__version__, prog_name="sair-inpaint")
 def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
         device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None,
-        stats: bool, reference: bool, force: bool, quiet: bool, server: str | None) -> None:
+        flips: str, stats: bool, reference: bool, force: bool, quiet: bool, server: str | None) -> None:
     """Inpaint IMAGE where MASK is white (any value above half range is a hole).
 
     IMAGE and MASK may be folders: images are paired with masks of the same name (or NAME_mask),
@@ -158,7 +161,7 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
     try:
         with terminate_as_interrupt():
             _run(image, mask, output, scale, model, backend, device, precision, tile, overlap, chunk,
-                 reference, force, quiet, server, stats)
+                 reference, force, quiet, server, stats, int(flips))
     except SairError as err:
         _fail(err)
     except KeyboardInterrupt as exc:
@@ -169,7 +172,7 @@ def cli(image: Path, mask: Path, output: Path | None, scale: float, model: Path 
 def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path | None, backend: str,
          device: str, precision: str, tile: int | None, overlap: int | None, chunk: int | None,
          reference: bool, force: bool, quiet: bool, server: str | None = None,
-         stats: bool = False) -> None:
+         stats: bool = False, flips: int = 1) -> None:
     """The command: every option, path and output size is checked before the model is loaded."""
     from .io import MAX_OUTPUT_PIXELS, MIN_SIDE, check_output_path, check_output_size, image_size
 
@@ -182,6 +185,8 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         raise InputError(f"--tile must be a positive multiple of 4, got {tile}")
     if chunk is not None and chunk < 1:
         raise InputError(f"--chunk must be positive, got {chunk}")
+    if server and flips != 1:
+        raise InputError("--flips is a local option; the server runs with its own settings")
     for p, what in ((image, "image"), (mask, "mask")):
         if not p.exists():
             raise InputError(f"{what} {p} does not exist")
@@ -199,7 +204,8 @@ def _run(image: Path, mask: Path, output: Path | None, scale: float, model: Path
         if server:  # the same jobs, run by sair-serve
             return None
         inp = load_inpainter(model, backend=backend, device=device, precision=precision, tile=tile,
-                             overlap=overlap, chunk=chunk, progress=not quiet, reference=reference)
+                             overlap=overlap, chunk=chunk, progress=not quiet, reference=reference,
+                             flips=flips)
         note[0] = f" [{inp.backend.name}, {inp.backend.precision}]"
         return inp
 

@@ -9,6 +9,7 @@ downloads the 8-bit result once; every intermediate stays a device handle.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .preprocess import semantic_input
 from .tiling import (RuntimePlan, Tile, holes_by_tile, output_edges, plan_tiles, region_around,
                      tile_outputs)
 
+FLIPS = {1: (), 2: ((False, True),), 4: ((False, True), (True, False), (True, True))}
 MAX_OUTPUT_PIXELS = 400_000_000  # beyond this an output is almost certainly a typo in --scale
 _PLAN = RuntimePlan()
 _MARGIN = _PLAN.margin  # input pixels around a tile's core that its queries' neighbours may reach
@@ -68,13 +70,17 @@ class Inpainter:
     pass up to float error). ``chunk``: queries per graph call (``None``: what the backend
     wants: cache-sized on a CPU, whole tiles on a GPU). ``cache_mb``: tile precomputes kept for
     later calls (other scales reuse them). ``reference=True`` evaluates the literal paper
-    formulation (torch backend only; slow). After each :meth:`inpaint`, :attr:`stats` holds the
-    image's graph calls, bytes to and from the device and the host time outside the backend.
+    formulation (torch backend only; slow). ``flips``: 1 (default), 2 or 4 -- the self-ensemble:
+    the image is also inpainted mirrored left-right (2) and upside down (4), and the results,
+    mirrored back, are averaged before the conversion to 8 bits (each flip costs one more pass;
+    a convolutional encoder is not mirror-symmetric, so the average is a better estimate).
+    After each :meth:`inpaint`, :attr:`stats` holds the image's graph calls, bytes to and from
+    the device and the host time outside the backend.
     """
 
     def __init__(self, backend: Backend, tile: int = _PLAN.tile, overlap: int | None = None,
                  chunk: int | None = None, cache_mb: int = 1024, progress: bool = False,
-                 reference: bool = False):
+                 reference: bool = False, flips: int = 1):
         if tile % 4 or tile <= 0:
             raise InputError(f"tile size must be a positive multiple of 4, got {tile}")
         radius = backend.config.app.receptive_radius()
@@ -83,6 +89,8 @@ class Inpainter:
             raise InputError(f"tile overlap must be a multiple of 4 and at least {_MARGIN + 2}, got {overlap}")
         if chunk is not None and chunk < 1:
             raise InputError(f"chunk must be at least 1 query, got {chunk}")
+        if flips not in FLIPS:
+            raise InputError(f"flips must be one of {', '.join(map(str, FLIPS))}, got {flips}")
         self.backend = backend
         self.config = backend.config
         self.tile = tile
@@ -91,6 +99,7 @@ class Inpainter:
         self.cache_bytes = cache_mb * 2**20
         self.progress = progress
         self.reference = reference
+        self.flips = flips
         self.stats: dict = {}
         if reference and not hasattr(backend, "reference_query"):
             raise InputError("the reference path needs the torch backend")
@@ -111,6 +120,7 @@ class Inpainter:
         self._regions: dict[str, _Region] = {}
         self._sem_pre = None
         self._ref_feats = None
+        self._views: dict[tuple[bool, bool], Inpainter] = {}
         self.backend.counters.reset()
 
     def reset(self) -> None:
@@ -118,6 +128,7 @@ class Inpainter:
         self.given = self.image = self.mask = None
         self._regions = {}
         self._sem_pre = self._ref_feats = None
+        self._views = {}
 
     def _semantic(self):
         """SIR's precompute for the whole image, once (``None`` for the LIIF ablation)."""
@@ -190,12 +201,10 @@ class Inpainter:
             raise InputError(f"inpaint returns uint8 or float32, not {dtype}")
         start = time.perf_counter()
         busy0 = self.backend.counters.busy_s
-        if self.reference:
-            out = self._inpaint_reference(out_h, out_w)
-        elif (out_h, out_w) == (self.height, self.width):
-            out = self._inpaint_holes(dtype)
+        if self.flips > 1:
+            out = self._inpaint_ensemble(out_h, out_w, dtype)
         else:
-            out = self._inpaint_scaled(out_h, out_w, dtype)
+            out = self._inpaint_once(out_h, out_w, dtype)
         if self.reference or dtype == np.float32:
             out = out.astype(dtype) if dtype == np.float32 else to_uint8(out)
         c = self.backend.counters
@@ -205,6 +214,14 @@ class Inpainter:
                       "total_ms": 1e3 * total, "glue_ms": 1e3 * (total - (c.busy_s - busy0)),
                       "graphs": dict(c.per_graph)}
         return out
+
+    def _inpaint_once(self, out_h: int, out_w: int, dtype: np.dtype) -> np.ndarray:
+        """One pass over the image as it is (no mirrored views)."""
+        if self.reference:
+            return self._inpaint_reference(out_h, out_w)
+        if (out_h, out_w) == (self.height, self.width):
+            return self._inpaint_holes(dtype)
+        return self._inpaint_scaled(out_h, out_w, dtype)
 
     def _inpaint_holes(self, dtype: np.dtype) -> np.ndarray:
         """Scale 1: query the hole pixels only, tile by tile, and put them into the image."""
@@ -266,6 +283,33 @@ class Inpainter:
             n = (oy1 - oy0) * (ox1 - ox0)
             out[oy0:oy1, ox0:ox1] = flat[offset:offset + n].reshape(oy1 - oy0, ox1 - ox0, 3)
         return out
+
+    def _view(self, flip_rows: bool, flip_cols: bool) -> Inpainter:
+        """This image mirrored (rows and/or columns), with its own device state; same backend."""
+        key = (flip_rows, flip_cols)
+        if key not in self._views:
+            axes = tuple(a for a, f in enumerate(key) if f)
+            view = copy.copy(self)
+            view.flips = 1
+            view.given = np.flip(self.given, axes)
+            view.image = np.ascontiguousarray(np.flip(self.image, axes))
+            view.mask = np.ascontiguousarray(np.flip(self.mask, axes))
+            view._regions, view._sem_pre, view._ref_feats, view._views = {}, None, None, {}
+            self._views[key] = view
+        return self._views[key]
+
+    def _inpaint_ensemble(self, out_h: int, out_w: int, dtype: np.dtype) -> np.ndarray:
+        """The mean of this image's result and its mirrored views' results, mirrored back."""
+        if (out_h, out_w) == (self.height, self.width) and not self.mask.any():
+            return self.image.copy() if dtype == np.uint8 else self._given_float()
+        total = self._inpaint_once(out_h, out_w, np.dtype(np.float32))
+        for key in FLIPS[self.flips]:
+            axes = tuple(a for a, f in enumerate(key) if f)
+            total += np.flip(self._view(*key)._inpaint_once(out_h, out_w, np.dtype(np.float32)), axes)
+        out = total / np.float32(self.flips)
+        if (out_h, out_w) == (self.height, self.width):
+            out[~self.mask] = self._given_float()[~self.mask]  # exactly as given, not a mean of equals
+        return to_uint8(out) if dtype == np.uint8 else out
 
     def _given_float(self) -> np.ndarray:
         """The image as given, as float32 in [0, 1] (known pixels of a float result)."""

@@ -45,6 +45,15 @@ def test_known_pixels_unchanged_at_scale_1(case, tiny_checkpoint, tmp_path):
     assert np.array_equal(a[~mask], b[~mask])
 
 
+def test_flips_change_only_the_holes(case, tiny_checkpoint, tmp_path):
+    img, msk, mask = case
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    assert run(img, msk, "-o", one, "--model", tiny_checkpoint, "-q").exit_code == 0
+    assert run(img, msk, "-o", two, "--model", tiny_checkpoint, "-q", "--flips", "2").exit_code == 0
+    a, b = np.asarray(Image.open(one)), np.asarray(Image.open(two))
+    assert np.array_equal(a[~mask], b[~mask]) and not np.array_equal(a[mask], b[mask])
+
+
 def test_default_output_name_and_no_overwrite_without_force(case, tiny_checkpoint):
     img, msk, _ = case
     assert run(img, msk, "--model", tiny_checkpoint, "-q").exit_code == 0
@@ -140,6 +149,7 @@ def test_unreadable_inputs(case, tiny_checkpoint, tmp_path, problem):
     (["--scale", "0.5"], "--scale"),
     (["--scale", "nan"], "--scale"),
     (["--tile", "30"], "--tile"),
+    (["--flips", "2", "--server", "http://127.0.0.1:9"], "--flips"),
 ])
 def test_bad_options(case, tiny_checkpoint, tmp_path, args, expected):
     img, msk, _ = case

@@ -76,6 +76,28 @@ def test_known_pixels_come_back_exactly(backend):
     assert not np.array_equal(out8[mask], u8[mask])
 
 
+@pytest.mark.parametrize("scale", [1.0, 1.5])
+def test_flips_average_the_mirrored_passes(backend, scale):
+    """``flips`` is the mean of the image's own pass and its mirrored passes, mirrored back;
+    known pixels still come back exactly and the 8-bit result is that mean, rounded."""
+    image, mask = random_case(36, 44, seed=9)
+    passes = [np.flip(_run(backend, np.flip(image, ax), np.flip(mask, ax), scale), ax)
+              for ax in ((), (1,), (0,), (0, 1))]
+    for flips in (2, 4):
+        want = sum(passes[:flips]) / np.float32(flips)
+        if scale == 1.0:
+            want[~mask] = image[~mask]
+        got = _run(backend, image, mask, scale, flips=flips, tile=16)
+        assert np.abs(got - want).max() <= 1e-5
+        assert np.abs(got - passes[0]).max() > 1e-4  # the mirrored passes do change the answer
+        u8 = _run(backend, image, mask, scale, dtype=np.uint8, flips=flips)
+        assert np.abs(u8.astype(int) - np.round(want * 255)).max() <= 1
+    if scale == 1.0:
+        assert np.array_equal(got[~mask], image[~mask])
+    with pytest.raises(InputError, match="flips"):
+        Inpainter(backend, flips=3)
+
+
 def test_tiled_equals_untiled_with_full_overlap(backend):
     image, mask = random_case(96, 80, seed=3)
     whole = _run(backend, image, mask, 1.3, tile=512)

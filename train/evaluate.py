@@ -33,11 +33,11 @@ Inpaint = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (HxWx3 float [0,1], 
 
 
 # ---- methods ---------------------------------------------------------------------------------
-def checkpoint_inpainter(path: str, device: str = "cpu") -> Inpaint:
+def checkpoint_inpainter(path: str, device: str = "cpu", flips: int = 1) -> Inpaint:
     """A function that inpaints with a checkpoint through the runtime users run (scale 1)."""
     from sair_deploy.api import load_inpainter
 
-    inpainter = load_inpainter(path, backend="torch", device=device)
+    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips)
 
     def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
         inpainter.set_image(img, mask)
@@ -306,12 +306,12 @@ def _as_u8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def checkpoint_upscaler(path: str, device: str = "cpu") -> Upscale:
+def checkpoint_upscaler(path: str, device: str = "cpu", flips: int = 1) -> Upscale:
     """A function that upscales a whole image (an empty mask) by an integer factor through the
     runtime users run, as ``sair-inpaint --scale S`` does."""
     from sair_deploy.api import load_inpainter
 
-    inpainter = load_inpainter(path, backend="torch", device=device)
+    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips)
 
     def run(low: np.ndarray, scale: int) -> np.ndarray:
         inpainter.set_image(low.astype(np.float32) / 255.0, np.zeros(low.shape[:2], bool))
@@ -391,11 +391,11 @@ def markdown_sr(report: dict) -> str:
 
 def _run_sr(checkpoint: str, second: str | None, name: str | None, second_name: str | None,
             files: list[Path], size: int, crop: int, scales: tuple[int, ...],
-            with_baselines: bool, out_dir: Path, device: str) -> None:
+            with_baselines: bool, out_dir: Path, device: str, flips: int = 1) -> None:
     """``sair-eval --sr``: the upscaling table, printed and written as sr_results.json/.md."""
-    methods: dict[str, Upscale] = {name or _label(checkpoint): checkpoint_upscaler(checkpoint, device)}
+    methods: dict[str, Upscale] = {name or _label(checkpoint): checkpoint_upscaler(checkpoint, device, flips)}
     if second:
-        methods[second_name or _label(second)] = checkpoint_upscaler(second, device)
+        methods[second_name or _label(second)] = checkpoint_upscaler(second, device, flips)
     if with_baselines:
         methods.update(sr_baselines())
     report = evaluate_sr(methods, files, size, crop, scales)
@@ -433,6 +433,9 @@ def _label(path: str) -> str:
 @click.option("--save-examples", default=0, help="Write N side-by-side PNGs.")
 @click.option("--device", default="cpu")
 @click.option("--jobs", default=1, help="Worker processes for the classical baselines.")
+@click.option("--flips", type=click.Choice(["1", "2", "4"]), default="1",
+              help="The checkpoints' self-ensemble (sair-inpaint --flips): 1 pass, or the mean "
+                   "over 2 (left-right) or 4 (and upside-down) mirrored passes.")
 @click.option("--sr", is_flag=True,
               help="Instead of inpainting: upscaling of known pixels (downsampled by S, upscaled "
                    "back) against Pillow bicubic and Lanczos; writes sr_results.json/.md.")
@@ -442,7 +445,7 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         second_name: str | None, size: int, seed: int, limit: int | None,
         with_baselines: bool, biharmonic: bool, out: str, save_examples: int,
         device: str, jobs: int, sr: bool, sr_scales: str, sr_crop: int, masks_dir: str | None,
-        invert_masks: bool) -> None:
+        invert_masks: bool, flips: str) -> None:
     """Evaluate CHECKPOINT on the images under IMAGES (folder or list file)."""
     from sair_deploy.errors import SairError
 
@@ -458,11 +461,11 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
             except ValueError:
                 raise click.UsageError(f"--sr-scales {sr_scales!r}: give integers such as 2,3,4")
             _run_sr(checkpoint, second, name, second_name, files, size, sr_crop, scales,
-                    with_baselines, Path(out), device)
+                    with_baselines, Path(out), device, int(flips))
             return
-        methods: dict[str, Inpaint] = {name or _label(checkpoint): checkpoint_inpainter(checkpoint, device)}
+        methods: dict[str, Inpaint] = {name or _label(checkpoint): checkpoint_inpainter(checkpoint, device, int(flips))}
         if second:
-            methods[second_name or _label(second)] = checkpoint_inpainter(second, device)
+            methods[second_name or _label(second)] = checkpoint_inpainter(second, device, int(flips))
         if with_baselines:
             methods.update(baselines(biharmonic))
         mask_source = None
