@@ -22,7 +22,9 @@ With ``--precisions`` it compares inference precisions instead (fast path only, 
 Every (backend, precision) variant -- torch fp32/bf16, ONNX Runtime fp32/int8 (an export of the
 same random model, int8 calibrated on the shipped training photos) -- runs in one process,
 interleaved (each repeat runs every variant once), so load from other processes hits all alike;
-the table gives the median and the spread (max/min) over the repeats. Its last line:
+the table gives the median and the spread (max/min) over the repeats. Each turn makes its
+backend afresh, warms it up with one untimed image and releases it after: four ONNX Runtime
+sessions' arenas held at once exhausted 24 GB with the paper widths. Its last line:
 ``fp32_s1_ms=.. bf16_s1_ms=.. int8_s1_ms=.. fp32_s2_ms=.. bf16_s2_ms=.. int8_s2_ms=..
 gate_bf16=pass|fail gate_int8=pass|fail`` (the best backend per precision; the gates of the
 bundled model, as recorded in its checkpoint and export, else measured on ``--gate-images``).
@@ -31,6 +33,7 @@ bundled model, as recorded in its checkpoint and export, else measured on ``--ga
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -283,19 +286,27 @@ def precision_table(args) -> None:
             if p in args.precisions:
                 variants[("onnx", p)] = (lambda p=p: OnnxBackend(tmp / "export", device="cpu", precision=p,
                                                                 threads=args.threads))
-    backends = {k: make() for k, make in variants.items()}
     times: dict = {}
     for size in args.sizes:
         image, mask = photo(size)
         for rep in range(args.repeat):
-            for scale in args.scales:
-                order = list(backends) if rep % 2 == 0 else list(backends)[::-1]
-                for key in order:
-                    inp = Inpainter(backends[key])
+            order = list(variants) if rep % 2 == 0 else list(variants)[::-1]
+            for key in order:
+                # a backend per turn, released after it: ONNX Runtime's arenas keep each session's
+                # peak (GBs for a paper-width tile graph), and four at once exhausted 24 GB
+                backend = variants[key]()
+                warm = Inpainter(backend)  # untimed: first calls size the arenas and caches
+                warm.set_image(image, mask)
+                warm.inpaint(max(args.scales))
+                del warm
+                for scale in args.scales:
+                    inp = Inpainter(backend)
                     t = time.perf_counter()
                     inp.set_image(image, mask)
                     inp.inpaint(scale)
                     times.setdefault((size, scale, *key), []).append((time.perf_counter() - t) * 1e3)
+                del inp, backend
+                gc.collect()
     gates = bundled_gates(args.gate_images)
     print(f"\nconfig {args.config} (random weights), {args.threads} threads, ~30% holes; median of "
           f"{args.repeat} interleaved runs (spread = max/min)\n")
