@@ -21,10 +21,17 @@ from .backends.base import Backend
 from .coords import cell_for, make_coord, output_shape
 from .errors import InputError
 from .preprocess import semantic_input
-from .tiling import (RuntimePlan, Tile, holes_by_tile, output_edges, plan_tiles, region_around,
-                     tile_outputs)
+from .tiling import (
+    RuntimePlan,
+    Tile,
+    holes_by_tile,
+    output_edges,
+    plan_tiles,
+    region_around,
+    tile_outputs,
+)
 
-FLIPS = {1: (), 2: ((False, True),), 4: ((False, True), (True, False), (True, True))}
+FLIPS = {1: (), 2: ((1,),), 4: ((1,), (0,), (0, 1))}  # the mirrored views: axes flipped
 MAX_OUTPUT_PIXELS = 400_000_000  # beyond this an output is almost certainly a typo in --scale
 _PLAN = RuntimePlan()
 _MARGIN = _PLAN.margin  # input pixels around a tile's core that its queries' neighbours may reach
@@ -120,7 +127,7 @@ class Inpainter:
         self._regions: dict[str, _Region] = {}
         self._sem_pre = None
         self._ref_feats = None
-        self._views: dict[tuple[bool, bool], Inpainter] = {}
+        self._views: dict[tuple[int, ...], Inpainter] = {}
         self.backend.counters.reset()
 
     def reset(self) -> None:
@@ -284,28 +291,24 @@ class Inpainter:
             out[oy0:oy1, ox0:ox1] = flat[offset:offset + n].reshape(oy1 - oy0, ox1 - ox0, 3)
         return out
 
-    def _view(self, flip_rows: bool, flip_cols: bool) -> Inpainter:
-        """This image mirrored (rows and/or columns), with its own device state; same backend."""
-        key = (flip_rows, flip_cols)
-        if key not in self._views:
-            axes = tuple(a for a, f in enumerate(key) if f)
+    def _view(self, axes: tuple[int, ...]) -> Inpainter:
+        """This image mirrored along ``axes``, with its own device state; same backend."""
+        if axes not in self._views:
             view = copy.copy(self)
             view.flips = 1
             view.given = np.flip(self.given, axes)
             view.image = np.ascontiguousarray(np.flip(self.image, axes))
             view.mask = np.ascontiguousarray(np.flip(self.mask, axes))
             view._regions, view._sem_pre, view._ref_feats, view._views = {}, None, None, {}
-            self._views[key] = view
-        return self._views[key]
+            self._views[axes] = view
+        return self._views[axes]
 
     def _inpaint_ensemble(self, out_h: int, out_w: int, dtype: np.dtype) -> np.ndarray:
         """The mean of this image's result and its mirrored views' results, mirrored back."""
-        if (out_h, out_w) == (self.height, self.width) and not self.mask.any():
-            return self.image.copy() if dtype == np.uint8 else self._given_float()
-        total = self._inpaint_once(out_h, out_w, np.dtype(np.float32))
-        for key in FLIPS[self.flips]:
-            axes = tuple(a for a, f in enumerate(key) if f)
-            total += np.flip(self._view(*key)._inpaint_once(out_h, out_w, np.dtype(np.float32)), axes)
+        f32 = np.dtype(np.float32)
+        total = self._inpaint_once(out_h, out_w, f32)
+        for axes in FLIPS[self.flips]:
+            total += np.flip(self._view(axes)._inpaint_once(out_h, out_w, f32), axes)
         out = total / np.float32(self.flips)
         if (out_h, out_w) == (self.height, self.width):
             out[~self.mask] = self._given_float()[~self.mask]  # exactly as given, not a mean of equals

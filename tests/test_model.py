@@ -81,6 +81,20 @@ def test_fast_paths_equal_the_literal_path(use_semantic, unfold):
     assert torch.allclose(ref, sparse, atol=1e-5)
 
 
+def test_fast_paths_take_a_cell_per_query():
+    """Training queries each sample at its own scale: a cell per query, not one per call."""
+    model = make_model(use_semantic=True)
+    image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
+    coord = torch.rand(2, 300, 2) * 2 - 1
+    cell = (torch.rand(2, 300, 1) * 0.1 + 0.02).expand(2, 300, 2).contiguous()
+    fast = FastSAIR(model)
+    with torch.no_grad():
+        feats = model.encode(image, mask, sem_image, sem_valid)
+        ref = model.query(feats, coord, cell)
+        assert torch.allclose(ref, fast.query_dense(feats, coord, cell), atol=1e-5)
+        assert torch.allclose(ref, fast.query_sparse(feats, coord, cell), atol=1e-5)
+
+
 def test_fast_path_has_gradients_like_the_literal_path():
     model = make_model().train()
     image, mask, sem_image, sem_valid = _inputs(1, 20, 24)

@@ -24,25 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .liif import (ensemble, gather_channels, gather_latents, local_neighbours, sample_base,
-                   scale_cell, unfold3x3)
+from .liif import gather_channels, local_neighbours, sample_base, scale_cell, unfold3x3
 from .sair import SAIR, Features, pixel_cell
-
-
-def _hidden(first: Tensor, rel: Tensor, w_rel: Tensor, cell_term: Tensor,
-            layers: list[nn.Linear]) -> Tensor:
-    """Finish the first layer (``first + W_rel rel + W_cell cell``) and run the hidden layers.
-
-    ``first (..., 4, H)`` holds the gathered precomputed part; returns the last hidden
-    activations (after ReLU). Rows are flattened so each layer is one matrix product.
-    (Training's few queries; the runtime's many take :func:`_ensemble_cf`.)
-    """
-    shape = first.shape
-    h = torch.addmm(first.reshape(-1, shape[-1]), rel.reshape(-1, 2), w_rel.T).view(shape)
-    h = torch.relu(h + cell_term.unsqueeze(-2)).reshape(-1, shape[-1])  # cell: (B|1, 1, H)
-    for lin in layers:
-        h = torch.relu(torch.addmm(lin.bias, h, lin.weight.T))
-    return h.view(*shape[:-1], h.shape[-1])
 
 
 def _left(w: Tensor, x: Tensor) -> Tensor:
@@ -62,6 +45,8 @@ def _weights(lin: nn.Linear, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     the weights change (not once per call, as autocast would)."""
     if lin.weight.dtype == dtype:
         return lin.weight, lin.bias
+    if torch.is_grad_enabled() and lin.weight.requires_grad:  # training: a differentiable cast
+        return lin.weight.to(dtype), lin.bias.to(dtype)
     key = (dtype, lin.weight._version, lin.weight.data_ptr())
     cached = getattr(lin, "_lowp_cache", None)
     if cached is None or cached[0] != key:
@@ -72,21 +57,12 @@ def _weights(lin: nn.Linear, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
 
 def _ensemble_cf(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor,
                  cell_term: Tensor, layers: list[nn.Linear], channels: int | None = None) -> Tensor:
-    """The local ensemble of an MLP's hidden layers, channels first: many queries at once.
+    """:func:`_mlp_cf` on ``pre (B, C, h, w)``, the first layer's precomputed part (its leading
+    ``channels``), read at each query's 4 neighbours ``row, col (B, 4, Q)``: ``(B, H, Q)``.
 
-    ``pre (B, C, h, w)``: the first layer's precomputed part (its leading ``channels``), read at
-    each query's 4 neighbours ``row, col (B, 4, Q)`` (neighbour-major); ``rel (B, 4, Q, 2)``,
-    ``weight (B, 4, Q)``; ``cell_term (B|1, 1, H)``. Returns the area-weighted sum of the last
-    hidden activations, ``(B, H, Q)``, in float32. Channels first, every product reads the gathered features
-    where they lie (no transposes of ``4 Q x H`` blocks), bias and ReLU run in place, and the
-    ensemble is four multiply-adds over contiguous slices. Eagerly on a CPU the queries go
-    through in pieces of :data:`CPU_QUERY_PIECE`, so each layer's activations stay in cache
-    while the call's coordinate work is done once (exported graphs take the call at once).
-
-    A bfloat16 ``pre`` (the torch backend's ``bf16``) runs the layers in bfloat16, outside
-    autocast: weights cast once, no casts between layers, the coordinate part ``W_rel rel +
-    W_cell cell`` in the same product as the features it is added to; the ensemble (its weights
-    are coordinate math) accumulates in float32.
+    Eagerly on a CPU the queries go through in pieces of :data:`CPU_QUERY_PIECE`, so each
+    layer's activations stay in cache while the call's coordinate work is done once (exported
+    graphs take the call at once).
     """
     q = row.shape[-1]
     if not torch.compiler.is_exporting() and pre.device.type == "cpu" and q > CPU_QUERY_PIECE:
@@ -94,13 +70,34 @@ def _ensemble_cf(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: Ten
                                        rel[:, :, i:i + CPU_QUERY_PIECE], weight[..., i:i + CPU_QUERY_PIECE],
                                        w_rel, cell_term, layers, channels)
                           for i in range(0, q, CPU_QUERY_PIECE)], dim=-1)
-    first = gather_channels(pre, row, col, channels)
+    return _mlp_cf(gather_channels(pre, row, col, channels), rel, weight, w_rel, cell_term, layers)
+
+
+def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term: Tensor,
+            layers: list[nn.Linear]) -> Tensor:
+    """The local ensemble of an MLP's hidden layers, channels first: many queries at once.
+
+    ``first (B, H, 4, Q)``: the first layer's feature part at each query's 4 neighbours
+    (neighbour-major); ``rel (B, 4, Q, 2)``, ``weight (B, 4, Q)``; ``cell_term (B|1, Q|1, H)``.
+    Finishes the first layer (``+ W_rel rel + W_cell cell``), runs the hidden layers and returns
+    the area-weighted sum of the last hidden activations, ``(B, H, Q)``, in float32. Channels
+    first, every product reads the gathered features where they lie (no transposes of
+    ``4 Q x H`` blocks), bias and ReLU run in place, and the ensemble is four multiply-adds over
+    contiguous slices.
+
+    A bfloat16 ``first`` (the torch backend's ``bf16``) runs the layers in bfloat16, outside
+    autocast: weights cast once, no casts between layers, the coordinate part in the same
+    product as the features it is added to; the ensemble (its weights are coordinate math)
+    accumulates in float32.
+    """
     b, hid, n, q = first.shape
     dt = first.dtype
     with _no_autocast(first):
         rel_t = rel.reshape(b, n * q, 2).transpose(1, 2).to(dt)
         h = torch.baddbmm(first.reshape(b, hid, n * q), w_rel.to(dt).expand(b, *w_rel.shape), rel_t)
-        h = h.add_(cell_term.to(dt).transpose(1, 2)).relu_()  # (B|1, H, 1): one cell per call
+        # the cell term (B|1, Q|1, H): one per query in training, one per call in the runtime
+        h = h.view(b, hid, n, q).add_(cell_term.to(dt).transpose(1, 2).unsqueeze(2)).relu_()
+        h = h.view(b, hid, n * q)
         for lin in layers:
             w, bias = _weights(lin, dt)
             h = _left(w, h).add_(bias.unsqueeze(-1)).relu_()
@@ -159,26 +156,27 @@ class FastSAIR(nn.Module):
         Eagerly on a CPU it runs in pieces of :data:`CPU_PIECE` centres (the same numbers): a
         whole tile at once would hold 4 x N x hidden floats per layer, gigabytes at the paper's
         widths, and run at memory speed. Exported graphs take the whole tile in one go."""
+        # SIR's output layer folded into AIR's semantic block, once per call, in the features'
+        # precision
+        _, w_s, _, _, _ = self._air_first()
+        out = self.model.sir.mlp.linears[-1]
+        with _no_autocast(sem_pre):
+            fold = ((w_s @ out.weight).to(sem_pre.dtype), (w_s @ out.bias).to(sem_pre.dtype).unsqueeze(-1))
         n = centres.shape[1]
         if not torch.compiler.is_exporting() and centres.device.type == "cpu" and n > CPU_PIECE:
-            return torch.cat([self._semantic_term(sem_pre, centres[:, i:i + CPU_PIECE], cell)
+            return torch.cat([self._semantic_term(sem_pre, centres[:, i:i + CPU_PIECE], cell, fold)
                               for i in range(0, n, CPU_PIECE)], dim=2)
-        return self._semantic_term(sem_pre, centres, cell)
+        return self._semantic_term(sem_pre, centres, cell, fold)
 
-    def _semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor) -> Tensor:
+    def _semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor,
+                       fold: tuple[Tensor, Tensor]) -> Tensor:
         _, w_rel, w_cell, _ = self._sir_first()
         size = sem_pre.shape[-2:]
-        nb = local_neighbours(centres, size)
-        row, col, rel, weight = _neighbour_major(nb)
-        lins = self.model.sir.mlp.linears
+        row, col, rel, weight = _neighbour_major(local_neighbours(centres, size))
         h = _ensemble_cf(sem_pre, row, col, rel, weight, w_rel, scale_cell(cell, size) @ w_cell.T,
-                         lins[1:-1])
-        _, w_s, _, _, _ = self._air_first()
-        # SIR's output layer folded into AIR's semantic block, in the features' precision
-        w, bias = w_s @ lins[-1].weight, w_s @ lins[-1].bias
-        dt = sem_pre.dtype
+                         self.model.sir.mlp.linears[1:-1])
         with _no_autocast(h):
-            return _left(w.to(dt), h.to(dt)) + bias.to(dt).unsqueeze(-1)
+            return _left(fold[0], h.to(fold[0].dtype)) + fold[1]
 
     def appearance_precompute(self, app_padded: Tensor, sem_term: Tensor | None) -> Tensor:
         """AIR's first layer, all but the per-query part, at every pixel of a block.
@@ -215,19 +213,17 @@ class FastSAIR(nn.Module):
         lins = self.model.air.mlp.linears
         h = _ensemble_cf(air_pre, row - origin[0], col - origin[1], rel, weight, w_rel,
                          scale_cell(cell, size) @ w_cell.T, lins[1:-1], hidden)
-        out = lins[-1]
-        with _no_autocast(h):  # the RGB layer in float32
-            rgb = (_left(out.weight, h.float()) + out.bias.unsqueeze(-1)).transpose(1, 2)
+        base = None
         if self.cfg.residual:  # the base colours ride along as the last 3 channels
-            rgb = rgb + sample_base(air_pre[:, hidden:].float(), coord, self.cfg.base, origin, size)
-        return rgb
+            base = sample_base(air_pre[:, hidden:].float(), coord, self.cfg.base, origin, size)
+        return self._rgb(h, base)
 
-    def _decode(self, first: Tensor, nb, cell_term: Tensor, base: Tensor | None) -> Tensor:
-        """From AIR's gathered first layer to RGB: hidden layers, ensemble, output, plus the base
-        already interpolated at the queries (a residual model)."""
-        _, _, w_rel, _, _ = self._air_first()
-        lins = self.model.air.mlp.linears
-        rgb = lins[-1](ensemble(_hidden(first, nb.rel_coord, w_rel, cell_term, lins[1:-1]), nb.weight))
+    def _rgb(self, h: Tensor, base: Tensor | None) -> Tensor:
+        """AIR's RGB layer (float32) on the ensembled hidden activations ``h (B, H, Q)``, plus the
+        base already interpolated at the queries (a residual model): ``(B, Q, 3)``."""
+        out = self.model.air.mlp.linears[-1]
+        with _no_autocast(h):
+            rgb = (_left(out.weight, h.float()) + out.bias.unsqueeze(-1)).transpose(1, 2)
         return rgb if base is None else rgb + base
 
     # ---- whole-image conveniences (tests, training) ---------------------------------------
@@ -262,12 +258,15 @@ class FastSAIR(nn.Module):
         b, q = coord.shape[:2]
         size = feats.app.shape[-2:]
         nb = local_neighbours(coord, size)
-        z = gather_latents(unfold3x3(feats.app), nb.row, nb.col)
-        h = F.linear(z, w_z, bias)
+        row, col, rel, weight = _neighbour_major(nb)
+        z = gather_channels(unfold3x3(feats.app), row, col)  # (B, 9C, 4, Q)
+        first = _left(w_z, z.reshape(b, z.shape[1], 4 * q)) + bias.unsqueeze(-1)
         if self.cfg.use_semantic:
             sem_pre = self.semantic_precompute(feats.embedding, feats.holes)
             pc = pixel_cell(size[0], size[1], coord)
-            t = self.semantic_term(sem_pre, nb.centre.reshape(b, q * 4, 2), pc).transpose(1, 2)
-            h = h + t.view(b, q, 4, -1)
+            centres = nb.centre.transpose(1, 2).reshape(b, 4 * q, 2)  # neighbour-major, as ``first``
+            first = first + self.semantic_term(sem_pre, centres, pc)
+        h = _mlp_cf(first.view(b, -1, 4, q), rel, weight, w_rel, scale_cell(cell, size) @ w_cell.T,
+                    self.model.air.mlp.linears[1:-1])
         base = sample_base(feats.base, coord, self.cfg.base) if self.cfg.residual else None
-        return self._decode(h, nb, scale_cell(cell, size) @ w_cell.T, base)
+        return self._rgb(h, base)
