@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from sair_deploy.coords import make_coord
-from sair_deploy.model.liif import ensemble, gather_latents, local_neighbours, unfold3x3
+from sair_deploy.model.liif import ensemble, gather_latents, grid_neighbours, local_neighbours, pixel_centres, unfold3x3
 
 
 def _identity_field(feat, coord):
@@ -20,6 +20,24 @@ def test_weights_sum_to_one_and_are_non_negative():
     assert torch.allclose(nb.weight.sum(-1), torch.ones(2, 500), atol=1e-6)
     assert (nb.weight >= 0).all()
     assert nb.row.min() >= 0 and nb.row.max() <= 6 and nb.col.min() >= 0 and nb.col.max() <= 10
+
+
+@pytest.mark.parametrize("grid", [(5, 7), (1, 3), (40, 33)])
+def test_grid_neighbours_are_local_neighbours_of_the_grid(grid):
+    """The separable form a tile's semantic term uses: the same indices, relative coordinates and
+    weights as local_neighbours at every centre of a window of an image, borders included."""
+    height, width = 150, 97
+    ys = pixel_centres(torch.tensor(float(height)), 30, 57)
+    xs = pixel_centres(torch.tensor(float(width)), 0, 97)
+    coord = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
+    ref = local_neighbours(coord, grid)
+    g = grid_neighbours(ys, xs, grid)
+    for k, (iy, ix) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        assert torch.equal(ref.row[0, :, k].view(57, 97), g.rows[iy][:, None].expand(57, 97))
+        assert torch.equal(ref.col[0, :, k].view(57, 97), g.cols[ix][None, :].expand(57, 97))
+        assert torch.equal(ref.rel_coord[0, :, k, 0].view(57, 97), g.rel_rows[iy][:, None].expand(57, 97))
+        assert torch.equal(ref.rel_coord[0, :, k, 1].view(57, 97), g.rel_cols[ix][None, :].expand(57, 97))
+    assert torch.allclose(ref.weight[0].T, g.weight, atol=1e-7, rtol=0)
 
 
 def test_queries_at_pixel_centres_reproduce_the_grid():

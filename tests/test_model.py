@@ -81,6 +81,28 @@ def test_fast_paths_equal_the_literal_path(use_semantic, unfold):
     assert torch.allclose(ref, sparse, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [7, 40])  # 40 x 37 centres: more than one CPU piece
+def test_semantic_term_of_a_tile_equals_the_general_one(rows):
+    """The tile graph's separable, channels-last semantic term against the general one at the
+    same centres (a window of a larger image, so rows and columns start off the origin)."""
+    from sair_deploy.model.liif import pixel_centres
+
+    model = make_model(use_semantic=True)
+    image, mask, sem_image, sem_valid = _inputs(1, 64, 80)
+    fast = FastSAIR(model)
+    ys = pixel_centres(torch.tensor(64.0), 9, rows)
+    xs = pixel_centres(torch.tensor(80.0), 40, 37)
+    centres = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
+    cell = torch.tensor([[[2 / 64, 2 / 80]]])
+    with torch.no_grad():
+        feats = model.encode(image, mask, sem_image, sem_valid)
+        sem_pre = fast.semantic_precompute(feats.embedding, feats.holes)
+        ref = fast.semantic_term(sem_pre, centres, cell)
+        grid = fast.semantic_term_grid(sem_pre, ys, xs, cell)
+    assert grid.shape == ref.shape == (1, model.air.mlp.linears[0].out_features, rows * 37)
+    assert torch.allclose(grid, ref, atol=1e-5)
+
+
 def test_fast_paths_take_a_cell_per_query():
     """Training queries each sample at its own scale: a cell per query, not one per call."""
     model = make_model(use_semantic=True)

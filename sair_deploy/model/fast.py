@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .liif import gather_channels, local_neighbours, sample_base, scale_cell, unfold3x3
+from .liif import gather_channels, grid_neighbours, local_neighbours, sample_base, scale_cell, unfold3x3
 from .sair import SAIR, Features, pixel_cell
 
 
@@ -120,6 +120,12 @@ def _neighbour_major(nb) -> tuple[Tensor, Tensor, Tensor, Tensor]:
             nb.weight.transpose(1, 2))
 
 
+def _folded(h: Tensor, fold: tuple[Tensor, Tensor]) -> Tensor:
+    """SIR's ensembled hidden activations ``h (B, H, N)`` through the folded ``W_s W_out``."""
+    with _no_autocast(h):
+        return _left(fold[0], h.to(fold[0].dtype)) + fold[1]
+
+
 class FastSAIR(nn.Module):
     """A view of a :class:`SAIR`'s weights arranged for fast inference (no parameters of its own)."""
 
@@ -150,18 +156,20 @@ class FastSAIR(nn.Module):
         weight = w_feat.reshape(w_feat.shape[0], lat.shape[1], k, k)
         return F.conv2d(lat, weight, bias, padding=k // 2)
 
-    def semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor) -> Tensor:
-        """AIR's first-layer semantic term ``W_s S(x)`` at ``centres (B, N, 2)``: ``(B, hidden, N)``.
-
-        Eagerly on a CPU it runs in pieces of :data:`CPU_PIECE` centres (the same numbers): a
-        whole tile at once would hold 4 x N x hidden floats per layer, gigabytes at the paper's
-        widths, and run at memory speed. Exported graphs take the whole tile in one go."""
-        # SIR's output layer folded into AIR's semantic block, once per call, in the features'
-        # precision
+    def _fold(self, sem_pre: Tensor) -> tuple[Tensor, Tensor]:
+        """SIR's output layer folded into AIR's semantic block, once per call, in the features'
+        precision: ``(W_s W_out, W_s b_out)``."""
         _, w_s, _, _, _ = self._air_first()
         out = self.model.sir.mlp.linears[-1]
         with _no_autocast(sem_pre):
-            fold = ((w_s @ out.weight).to(sem_pre.dtype), (w_s @ out.bias).to(sem_pre.dtype).unsqueeze(-1))
+            return ((w_s @ out.weight).to(sem_pre.dtype), (w_s @ out.bias).to(sem_pre.dtype).unsqueeze(-1))
+
+    def semantic_term(self, sem_pre: Tensor, centres: Tensor, cell: Tensor) -> Tensor:
+        """AIR's first-layer semantic term ``W_s S(x)`` at ``centres (B, N, 2)``: ``(B, hidden, N)``.
+
+        Eagerly on a CPU it runs in pieces of :data:`CPU_PIECE` centres (the same numbers): many
+        centres at once would hold 4 x N x hidden floats per layer and run at memory speed."""
+        fold = self._fold(sem_pre)
         n = centres.shape[1]
         if not torch.compiler.is_exporting() and centres.device.type == "cpu" and n > CPU_PIECE:
             return torch.cat([self._semantic_term(sem_pre, centres[:, i:i + CPU_PIECE], cell, fold)
@@ -175,8 +183,54 @@ class FastSAIR(nn.Module):
         row, col, rel, weight = _neighbour_major(local_neighbours(centres, size))
         h = _ensemble_cf(sem_pre, row, col, rel, weight, w_rel, scale_cell(cell, size) @ w_cell.T,
                          self.model.sir.mlp.linears[1:-1])
-        with _no_autocast(h):
-            return _left(fold[0], h.to(fold[0].dtype)) + fold[1]
+        return _folded(h, fold)
+
+    def semantic_term_grid(self, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor) -> Tensor:
+        """:meth:`semantic_term` at the centres of the grid ``ys (kh,) x xs (kw,)`` (row-major),
+        a tile's pixels: ``(B, hidden, kh*kw)``.
+
+        Neighbours are separable on a grid (:func:`grid_neighbours`): their features are 1-D
+        gathers of the small latent grid, not a gather with an index per centre and channel
+        (exported, that index was an ``Expand`` of gigabytes per tile at the paper's widths, and
+        made ONNX Runtime's tile graph 2x slower than torch's). Eagerly on a CPU it runs in pieces
+        of whole rows, about :data:`CPU_QUERY_PIECE` centres each."""
+        fold = self._fold(sem_pre)
+        kh, kw = ys.shape[0], xs.shape[0]
+        if not torch.compiler.is_exporting() and sem_pre.device.type == "cpu" and kh * kw > CPU_QUERY_PIECE:
+            step = max(1, CPU_QUERY_PIECE // kw)
+            return torch.cat([self._semantic_term_grid(sem_pre, ys[i:i + step], xs, cell, fold)
+                              for i in range(0, kh, step)], dim=2)
+        return self._semantic_term_grid(sem_pre, ys, xs, cell, fold)
+
+    def _semantic_term_grid(self, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor,
+                            fold: tuple[Tensor, Tensor]) -> Tensor:
+        # Channels last, one neighbour at a time: the latent grid is a few hundred cells, so its
+        # transpose is free and each gathered feature is a contiguous row; the first layer's
+        # coordinate part is separable (row part + column part), two broadcast adds; the hidden
+        # layers are 2-D products with bias and ReLU (one fused op in ONNX Runtime); and one
+        # neighbour's activations at a time are a quarter of all four at once.
+        size = sem_pre.shape[-2:]
+        nb = grid_neighbours(ys, xs, size)
+        _, w_rel, w_cell, _ = self._sir_first()
+        b, dt = sem_pre.shape[0], sem_pre.dtype
+        layers = self.model.sir.mlp.linears[1:-1]
+        with _no_autocast(sem_pre):
+            w_rel = w_rel.to(dt)
+            cell_term = (scale_cell(cell, size) @ w_cell.T).to(dt).unsqueeze(1)  # (1, 1, 1, C)
+            lat = sem_pre.permute(0, 2, 3, 1) + cell_term  # (B, gh, gw, C)
+            out = None
+            for iy in (0, 1):
+                by_row = lat.index_select(1, nb.rows[iy]) + (nb.rel_rows[iy].to(dt)[:, None] * w_rel[:, 0])[:, None]
+                for ix in (0, 1):
+                    h = by_row.index_select(2, nb.cols[ix]) + nb.rel_cols[ix].to(dt)[:, None] * w_rel[:, 1]
+                    h = h.reshape(-1, h.shape[-1]).relu_()  # (B*N, C)
+                    for lin in layers:
+                        w, bias = _weights(lin, dt)
+                        h = F.linear(h, w, bias).relu_()
+                    wk = nb.weight[2 * iy + ix].repeat(b).unsqueeze(-1)  # float32: the weights sum to 1
+                    out = h.float() * wk if out is None else out.addcmul_(h, wk)
+            out = out.view(b, -1, out.shape[-1])  # (B, N, H)
+            return torch.matmul(fold[0], out.transpose(1, 2).to(fold[0].dtype)) + fold[1]
 
     def appearance_precompute(self, app_padded: Tensor, sem_term: Tensor | None) -> Tensor:
         """AIR's first layer, all but the per-query part, at every pixel of a block.
@@ -229,15 +283,14 @@ class FastSAIR(nn.Module):
     # ---- whole-image conveniences (tests, training) ---------------------------------------
     def precompute(self, feats: Features) -> Tensor:
         """AIR's precomputed first layer over the whole image, ``(B, hidden, H, W)``."""
-        from ..coords import make_coord
+        from ..coords import centres_1d
 
         b, _, h, w = feats.app.shape
         sem_term = None
         if self.cfg.use_semantic:
             sem_pre = self.semantic_precompute(feats.embedding, feats.holes)
-            centres = torch.from_numpy(make_coord((h, w))).to(feats.app)
-            centres = centres.unsqueeze(0).expand(b, -1, -1)
-            sem_term = self.semantic_term(sem_pre, centres, pixel_cell(h, w, feats.app))
+            ys, xs = (torch.from_numpy(centres_1d(n)).to(feats.app) for n in (h, w))
+            sem_term = self.semantic_term_grid(sem_pre, ys, xs, pixel_cell(h, w, feats.app))
         app = torch.cat([feats.app, feats.base], dim=1) if self.cfg.residual else feats.app
         return self.appearance_precompute(F.pad(app, (1, 1, 1, 1)), sem_term)
 

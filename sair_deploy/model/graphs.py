@@ -149,8 +149,7 @@ class TileGraph(nn.Module):
             size = box[10:12].to(app.device, torch.float32)  # S is read at the image's pixel centres
             ys = pixel_centres(size[0], box[12] + kr0, kh)
             xs = pixel_centres(size[1], box[13] + kc0, kw)
-            centres = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
-            term = self.fast.semantic_term(sem_pre, centres, (2.0 / size).reshape(1, 1, 2))
+            term = self.fast.semantic_term_grid(sem_pre, ys, xs, (2.0 / size).reshape(1, 1, 2))
         return self.fast.appearance_precompute(app, term)
 
 

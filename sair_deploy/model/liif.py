@@ -86,6 +86,46 @@ def local_neighbours(coord: Tensor, size: Sequence[int] | Tensor) -> Neighbours:
     )
 
 
+class GridNeighbours(NamedTuple):
+    """:func:`local_neighbours` of every centre of a grid ``ys x xs``, kept per axis where it is
+    separable (a latent's row and the row part of ``rel_coord`` depend on the centre's row only).
+    Index 0 of an axis is the neighbour above/left (LIIF's ``v = -1``), 1 below/right; the
+    neighbour ``(iy, ix)`` is ``local_neighbours``'s ``2 * iy + ix``."""
+
+    rows: Tensor  # (2, kh) int64 latent row of each centre row's two neighbours
+    cols: Tensor  # (2, kw) int64
+    rel_rows: Tensor  # (2, kh) rel_coord[..., 0]
+    rel_cols: Tensor  # (2, kw) rel_coord[..., 1]
+    weight: Tensor  # (4, kh*kw) area weights (row-major centres), summing to 1 over the 4
+
+
+def _axis_neighbours(c: Tensor, n: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One axis of :func:`local_neighbours` (the same float operations, so the same numbers):
+    latent index, relative coordinate and unclamped relative coordinate, each ``(2, L)``."""
+    half = 1.0 / n
+    idx, rel, free = [], [], []
+    for v in (-1.0, 1.0):
+        ij_free = torch.floor((c + (v * half + _SHIFT_EPS) + 1) * n / 2)
+        ij = torch.minimum(ij_free.clamp_min(0), n - 1)
+        idx.append(ij.long())
+        rel.append((c - (-1 + (2 * ij + 1) / n)) * n)
+        free.append((c - (-1 + (2 * ij_free + 1) / n)) * n)
+    return torch.stack(idx), torch.stack(rel), torch.stack(free)
+
+
+def grid_neighbours(ys: Tensor, xs: Tensor, size: Sequence[int] | Tensor) -> GridNeighbours:
+    """:func:`local_neighbours` for the centres ``ys (kh,) x xs (kw,)``, separable: a tile's 4
+    neighbours are 1-D gathers of the latent grid, not a gather with an index per centre (and,
+    exported, per channel: an ``Expand`` of gigabytes per tile at the paper's widths)."""
+    hw = grid_size(size, ys)
+    rows, rel_y, free_y = _axis_neighbours(ys, hw[0])
+    cols, rel_x, free_x = _axis_neighbours(xs, hw[1])
+    area = torch.stack([(free_y[iy][:, None] * free_x[ix][None, :]).abs() + _AREA_EPS
+                        for iy in (0, 1) for ix in (0, 1)])
+    area = area.flip(0).flatten(1)  # the diagonally opposite rectangle
+    return GridNeighbours(rows, cols, rel_y, rel_x, area / area.sum(dim=0, keepdim=True))
+
+
 def scale_cell(cell: Tensor, size: Sequence[int] | Tensor) -> Tensor:
     """A cell (the query pixel's size in [-1, 1] units) scaled by the grid size, as LIIF does."""
     return cell * grid_size(size, cell)
