@@ -20,11 +20,12 @@ With ``--precisions`` it compares inference precisions instead (fast path only, 
     python bench/speed.py --sizes 512 --precisions fp32 bf16 int8 --threads 2
 
 Every (backend, precision) variant -- torch fp32/bf16, ONNX Runtime fp32/int8 (an export of the
-same random model, int8 calibrated on the shipped training photos) -- runs in one process,
-interleaved (each repeat runs every variant once), so load from other processes hits all alike;
-the table gives the median and the spread (max/min) over the repeats. Each turn makes its
-backend afresh, warms it up with one untimed image and releases it after: four ONNX Runtime
-sessions' arenas held at once exhausted 24 GB with the paper widths. Its last line:
+same random model, int8 calibrated on the shipped training photos) -- runs interleaved (each
+repeat runs every variant once), so load from other processes hits all alike; the table gives
+the median and the spread (max/min) over the repeats. Each turn is a process of its own that
+makes its backend, warms it up with one untimed image at the largest scale and times one image
+per scale: in one process, ONNX Runtime's arenas (GBs with the paper widths) and threads slowed
+the torch turns after them (bf16 1.52x float32 at scale 2 there, 2.07x alone). Its last line:
 ``fp32_s1_ms=.. bf16_s1_ms=.. int8_s1_ms=.. fp32_s2_ms=.. bf16_s2_ms=.. int8_s2_ms=..
 gate_bf16=pass|fail gate_int8=pass|fail`` (the best backend per precision; the gates of the
 bundled model, as recorded in its checkpoint and export, else measured on ``--gate-images``).
@@ -33,7 +34,6 @@ bundled model, as recorded in its checkpoint and export, else measured on ``--ga
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -245,6 +245,36 @@ def bundled_gates(gate_images: str | None) -> dict[str, str]:
     return out
 
 
+def precision_turn(turn: dict) -> dict:
+    """One turn of the precision table, in a process of its own: the backend made from the saved
+    model (or its export), one untimed image at the largest scale, then one timed image per scale."""
+    import torch
+
+    from sair_deploy.backends.onnx_backend import OnnxBackend
+    from sair_deploy.backends.torch_backend import TorchBackend
+    from sair_deploy.inpainter import Inpainter
+    from sair_deploy.model.checkpoint import load_checkpoint
+
+    torch.set_num_threads(turn["threads"])
+    if turn["backend"] == "torch":
+        backend = TorchBackend(load_checkpoint(turn["checkpoint"]), precision=turn["precision"])
+    else:
+        backend = OnnxBackend(turn["export"], device="cpu", precision=turn["precision"], threads=turn["threads"])
+    image, mask = photo(turn["size"])
+    warm = Inpainter(backend)  # untimed: first calls size the arenas and caches
+    warm.set_image(image, mask)
+    warm.inpaint(max(turn["scales"]))
+    del warm
+    times = {}
+    for scale in turn["scales"]:
+        inp = Inpainter(backend)
+        t = time.perf_counter()
+        inp.set_image(image, mask)
+        inp.inpaint(scale)
+        times[str(scale)] = (time.perf_counter() - t) * 1e3
+    return times
+
+
 def precision_table(args) -> None:
     """Fast-path time per (backend, precision) at each size and scale, interleaved in one run."""
     import tempfile
@@ -252,26 +282,22 @@ def precision_table(args) -> None:
 
     import torch
 
-    from sair_deploy.backends.onnx_backend import OnnxBackend
-    from sair_deploy.backends.torch_backend import TorchBackend
-    from sair_deploy.inpainter import Inpainter
     from sair_deploy.model.checkpoint import save_checkpoint
     from sair_deploy.model.sair import SAIR
     from sair_deploy.precision import cpu_supports_bf16
     from sair_export.pipeline import export_checkpoint
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = random_config(args.config)
     model = SAIR(cfg).eval()
-    variants = {}
+    tmp = Path(tempfile.mkdtemp(prefix="sair-bench-"))
+    save_checkpoint(model, tmp / "model.safetensors")
+    variants = []
     if "fp32" in args.precisions:
-        variants[("torch", "fp32")] = lambda: TorchBackend(model)
+        variants.append(("torch", "fp32"))
     if "bf16" in args.precisions and cpu_supports_bf16():
-        variants[("torch", "bf16")] = lambda: TorchBackend(model, precision="bf16")
+        variants.append(("torch", "bf16"))
     if {"fp32", "int8"} & set(args.precisions) and not args.no_onnx:
-        tmp = Path(tempfile.mkdtemp(prefix="sair-bench-"))
-        save_checkpoint(model, tmp / "model.safetensors")
         export_checkpoint(tmp / "model.safetensors", tmp / "export", log=lambda s: None)
         if "int8" in args.precisions:
             from sair_deploy import manifest as mf
@@ -282,31 +308,22 @@ def precision_table(args) -> None:
             for name, f in write_int8_graphs(tmp / "export", m["graphs"], cfg, log=lambda s: None).items():
                 m["graphs"][name]["files"]["int8"] = f
             mf.write_manifest(tmp / "export", m)
-        for p in ("fp32", "int8"):
-            if p in args.precisions:
-                variants[("onnx", p)] = (lambda p=p: OnnxBackend(tmp / "export", device="cpu", precision=p,
-                                                                threads=args.threads))
+        variants += [("onnx", p) for p in ("fp32", "int8") if p in args.precisions]
+    del model
     times: dict = {}
     for size in args.sizes:
-        image, mask = photo(size)
         for rep in range(args.repeat):
-            order = list(variants) if rep % 2 == 0 else list(variants)[::-1]
-            for key in order:
-                # a backend per turn, released after it: ONNX Runtime's arenas keep each session's
-                # peak (GBs for a paper-width tile graph), and four at once exhausted 24 GB
-                backend = variants[key]()
-                warm = Inpainter(backend)  # untimed: first calls size the arenas and caches
-                warm.set_image(image, mask)
-                warm.inpaint(max(args.scales))
-                del warm
-                for scale in args.scales:
-                    inp = Inpainter(backend)
-                    t = time.perf_counter()
-                    inp.set_image(image, mask)
-                    inp.inpaint(scale)
-                    times.setdefault((size, scale, *key), []).append((time.perf_counter() - t) * 1e3)
-                del inp, backend
-                gc.collect()
+            for be, p in (variants if rep % 2 == 0 else variants[::-1]):
+                # a process per turn: ONNX Runtime's arenas (GBs for a paper-width tile graph) and
+                # threads measurably slowed the torch turns that followed them in one process
+                turn = json.dumps({"backend": be, "precision": p, "size": size, "scales": args.scales,
+                                   "threads": args.threads, "checkpoint": str(tmp / "model.safetensors"),
+                                   "export": str(tmp / "export")})
+                out = subprocess.run([sys.executable, __file__, "--turn", turn], check=True,
+                                     capture_output=True, text=True,
+                                     env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                for scale, ms in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                    times.setdefault((size, float(scale), be, p), []).append(ms)
     gates = bundled_gates(args.gate_images)
     print(f"\nconfig {args.config} (random weights), {args.threads} threads, ~30% holes; median of "
           f"{args.repeat} interleaved runs (spread = max/min)\n")
@@ -335,6 +352,7 @@ def main() -> None:
     ap.add_argument("--ref-queries", type=int, default=256)
     ap.add_argument("--memory", type=int, help="only measure peak RSS at this size, scale 2")
     ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--turn", help=argparse.SUPPRESS)
     ap.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "int8"],
                     help="compare these precisions (fast path, interleaved) instead")
     ap.add_argument("--threads", type=int, default=2)
@@ -342,6 +360,9 @@ def main() -> None:
     ap.add_argument("--no-onnx", action="store_true", help="torch variants only (--precisions)")
     ap.add_argument("--gate-images", help="held-out photos for gates not recorded in the bundle")
     args = ap.parse_args()
+    if args.turn:
+        print(json.dumps(precision_turn(json.loads(args.turn))))
+        return
     if args.precisions:
         precision_table(args)
         return

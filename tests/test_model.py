@@ -103,6 +103,32 @@ def test_semantic_term_of_a_tile_equals_the_general_one(rows):
     assert torch.allclose(grid, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_channels_last_and_channels_first_blocks_answer_alike(residual):
+    """Eagerly on a CPU a block's precompute is channels last and queries gather rows of it
+    (_ensemble_rows); the exported graphs (and GPUs) read it channels first (_ensemble_cf).
+    Both layouts of the same block give the same colours: a batch of 2, more queries than one
+    CPU piece, the residual's base channels included."""
+    from sair_deploy.model import fast as fast_mod
+
+    changes = {"use_semantic": True, **({"fill": "onion", "residual": True} if residual else {})}
+    model = make_model(**changes)
+    image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
+    coord = torch.rand(2, fast_mod.CPU_QUERY_PIECE + 300, 2) * 2 - 1
+    cell = torch.tensor([[[2 / 50, 2 / 61]]])
+    fast = FastSAIR(model)
+    with torch.no_grad():
+        feats = model.encode(image, mask, sem_image, sem_valid)
+        pre = fast.precompute(feats)
+        assert fast_mod._is_rows(pre)
+        grid = torch.tensor([28.0, 36.0, 0.0, 0.0])
+        rows = fast.query(pre, grid, coord, cell)
+        cf = fast.query(pre.contiguous(), grid, coord, cell)
+        ref = model.query(feats, coord, cell)
+    assert torch.allclose(rows, cf, atol=1e-5)
+    assert torch.allclose(rows, ref, atol=1e-5)
+
+
 def test_fast_paths_take_a_cell_per_query():
     """Training queries each sample at its own scale: a cell per query, not one per call."""
     model = make_model(use_semantic=True)
