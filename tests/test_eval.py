@@ -85,11 +85,25 @@ def test_eval_table_has_every_bucket(tmp_path, tiny_checkpoint):
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["results"]) == {"tiny", "again", "OpenCV Telea", "OpenCV Navier-Stokes"}
+    assert set(saved["precisions"]) == {"tiny", "again"}  # what auto picked is recorded
     assert saved["results"]["tiny"] == saved["results"]["again"]  # deterministic masks
     assert (out / "results.md").read_text().count("|---|") == 1
     pngs = sorted((out / "examples").glob("*.png"))
     assert len(pngs) == 2 and Image.open(pngs[0]).size == (32 * 6, 32)
     assert len({p.name.split("_")[1] for p in pngs}) >= 2  # more than one bucket shown
+
+
+def test_eval_precision_is_chosen_recorded_and_checked(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray((_photo(0, 64) * 255).astype(np.uint8)).save(folder / "0.png")
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(cli, [tiny_checkpoint, str(folder), "--size", "32", "--no-baselines",
+                                   "--precision", "fp32", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "results.json").read_text())["precisions"] == {"tiny": "fp32"}
+    res = CliRunner().invoke(cli, [tiny_checkpoint, str(folder), "--precision", "fp16", "-o", str(out)])
+    assert res.exit_code == 2 and "--device cuda" in res.output
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

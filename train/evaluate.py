@@ -33,16 +33,19 @@ Inpaint = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (HxWx3 float [0,1], 
 
 
 # ---- methods ---------------------------------------------------------------------------------
-def checkpoint_inpainter(path: str, device: str = "cpu", flips: int = 1) -> Inpaint:
-    """A function that inpaints with a checkpoint through the runtime users run (scale 1)."""
+def checkpoint_inpainter(path: str, device: str = "cpu", flips: int = 1, precision: str = "auto") -> Inpaint:
+    """A function that inpaints with a checkpoint through the runtime users run (scale 1).
+    ``precision`` as ``sair-inpaint --precision`` (``auto``: bf16 on a CPU with bfloat16 units
+    when the checkpoint's gate passed); ``run.precision`` says what runs."""
     from sair_deploy.api import load_inpainter
 
-    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips)
+    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips, precision=precision)
 
     def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
         inpainter.set_image(img, mask)
         return inpainter.inpaint(1.0, dtype=np.float32)
 
+    run.precision = inpainter.backend.precision
     return run
 
 
@@ -306,17 +309,19 @@ def _as_u8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def checkpoint_upscaler(path: str, device: str = "cpu", flips: int = 1) -> Upscale:
+def checkpoint_upscaler(path: str, device: str = "cpu", flips: int = 1, precision: str = "auto") -> Upscale:
     """A function that upscales a whole image (an empty mask) by an integer factor through the
-    runtime users run, as ``sair-inpaint --scale S`` does."""
+    runtime users run, as ``sair-inpaint --scale S`` does (``precision`` as for
+    :func:`checkpoint_inpainter`)."""
     from sair_deploy.api import load_inpainter
 
-    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips)
+    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips, precision=precision)
 
     def run(low: np.ndarray, scale: int) -> np.ndarray:
         inpainter.set_image(low.astype(np.float32) / 255.0, np.zeros(low.shape[:2], bool))
         return _as_u8(inpainter.inpaint(float(scale)))
 
+    run.precision = inpainter.backend.precision
     return run
 
 
@@ -391,19 +396,27 @@ def markdown_sr(report: dict) -> str:
 
 def _run_sr(checkpoint: str, second: str | None, name: str | None, second_name: str | None,
             files: list[Path], size: int, crop: int, scales: tuple[int, ...],
-            with_baselines: bool, out_dir: Path, device: str, flips: int = 1) -> None:
+            with_baselines: bool, out_dir: Path, device: str, flips: int = 1,
+            precision: str = "auto") -> None:
     """``sair-eval --sr``: the upscaling table, printed and written as sr_results.json/.md."""
-    methods: dict[str, Upscale] = {name or _label(checkpoint): checkpoint_upscaler(checkpoint, device, flips)}
+    methods: dict[str, Upscale] = {name or _label(checkpoint): checkpoint_upscaler(checkpoint, device, flips, precision)}
     if second:
-        methods[second_name or _label(second)] = checkpoint_upscaler(second, device, flips)
+        methods[second_name or _label(second)] = checkpoint_upscaler(second, device, flips, precision)
     if with_baselines:
         methods.update(sr_baselines())
     report = evaluate_sr(methods, files, size, crop, scales)
+    report["precisions"] = _precisions(methods)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sr_results.json").write_text(json.dumps(report, indent=1))
     md = markdown_sr(report)
     (out_dir / "sr_results.md").write_text(md)
     click.echo(md)
+    click.echo("precision: " + ", ".join(f"{k} {v}" for k, v in report["precisions"].items()))
+
+
+def _precisions(methods: dict) -> dict[str, str]:
+    """The precision each checkpoint ran in (``auto`` may pick bf16 on this CPU)."""
+    return {k: m.precision for k, m in methods.items() if hasattr(m, "precision")}
 
 
 def _label(path: str) -> str:
@@ -436,6 +449,10 @@ def _label(path: str) -> str:
 @click.option("--flips", type=click.Choice(["1", "2", "4"]), default="1",
               help="The checkpoints' self-ensemble (sair-inpaint --flips): 1 pass, or the mean "
                    "over 2 (left-right) or 4 (and upside-down) mirrored passes.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              help="The checkpoints' precision, as sair-inpaint --precision (auto: bf16 on a CPU "
+                   "with bfloat16 units when the checkpoint's gate passed; printed after the "
+                   "table and kept in the results JSON).")
 @click.option("--sr", is_flag=True,
               help="Instead of inpainting: upscaling of known pixels (downsampled by S, upscaled "
                    "back) against Pillow bicubic and Lanczos; writes sr_results.json/.md.")
@@ -445,13 +462,16 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         second_name: str | None, size: int, seed: int, limit: int | None,
         with_baselines: bool, biharmonic: bool, out: str, save_examples: int,
         device: str, jobs: int, sr: bool, sr_scales: str, sr_crop: int, masks_dir: str | None,
-        invert_masks: bool, flips: str) -> None:
+        invert_masks: bool, flips: str, precision: str) -> None:
     """Evaluate CHECKPOINT on the images under IMAGES (folder or list file)."""
     from sair_deploy.errors import SairError
 
     from .data import list_images
 
     try:
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise click.UsageError("--precision fp16 is for --device cuda (float16 crawls on a CPU); "
+                                   "use bf16 or fp32")
         files = list_images([images])[:limit]
         if not files:
             raise click.UsageError(f"no images under {images}")
@@ -461,11 +481,12 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
             except ValueError:
                 raise click.UsageError(f"--sr-scales {sr_scales!r}: give integers such as 2,3,4")
             _run_sr(checkpoint, second, name, second_name, files, size, sr_crop, scales,
-                    with_baselines, Path(out), device, int(flips))
+                    with_baselines, Path(out), device, int(flips), precision)
             return
-        methods: dict[str, Inpaint] = {name or _label(checkpoint): checkpoint_inpainter(checkpoint, device, int(flips))}
+        methods: dict[str, Inpaint] = {name or _label(checkpoint):
+                                       checkpoint_inpainter(checkpoint, device, int(flips), precision)}
         if second:
-            methods[second_name or _label(second)] = checkpoint_inpainter(second, device, int(flips))
+            methods[second_name or _label(second)] = checkpoint_inpainter(second, device, int(flips), precision)
         if with_baselines:
             methods.update(baselines(biharmonic))
         mask_source = None
@@ -492,11 +513,13 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
     out_dir = Path(out)
     report = evaluate(methods, files, size, seed, save_examples,
                       out_dir / "examples" if save_examples else None, jobs=jobs, masks=mask_source)
+    report["precisions"] = _precisions(methods)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
     md = markdown(report)
     (out_dir / "results.md").write_text(md)
     click.echo(md)
+    click.echo("precision: " + ", ".join(f"{k} {v}" for k, v in report["precisions"].items()))
 
 
 def main() -> None:
