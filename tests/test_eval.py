@@ -106,6 +106,23 @@ def test_eval_precision_is_chosen_recorded_and_checked(tmp_path, tiny_checkpoint
     assert res.exit_code == 2 and "--device cuda" in res.output
 
 
+def test_eval_runs_an_export_on_onnx_runtime(tmp_path):
+    """An export folder is evaluated as sair-inpaint runs it: ONNX Runtime, auto precision (the
+    bundled export's int8 tile graph passed its gate)."""
+    from pathlib import Path
+
+    export = Path(__file__).resolve().parents[1] / "sair_deploy" / "assets" / "sair-small-demo-onnx"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray((_photo(0, 64) * 255).astype(np.uint8)).save(folder / "0.png")
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(cli, [str(export), str(folder), "--size", "32", "--no-baselines", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["precisions"] == {"sair-small-demo-onnx": "int8"}
+    assert all(np.isfinite(e["psnr"]) for e in saved["results"]["sair-small-demo-onnx"].values())
+
+
 def test_missing_checkpoint_is_one_line(tmp_path):
     Image.fromarray((_photo(0) * 255).astype(np.uint8)).save(tmp_path / "a.png")
     res = CliRunner().invoke(cli, [str(tmp_path / "nope.safetensors"), str(tmp_path)])

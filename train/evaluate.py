@@ -33,13 +33,20 @@ Inpaint = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (HxWx3 float [0,1], 
 
 
 # ---- methods ---------------------------------------------------------------------------------
+def _backend_for(path: str) -> str:
+    """A checkpoint runs on the torch backend; an export folder on ONNX Runtime, as
+    ``sair-inpaint --model EXPORT_DIR`` runs it (``auto`` precision: its int8 graphs where
+    their gate passed)."""
+    return "onnx" if Path(path).is_dir() else "torch"
+
+
 def checkpoint_inpainter(path: str, device: str = "cpu", flips: int = 1, precision: str = "auto") -> Inpaint:
     """A function that inpaints with a checkpoint through the runtime users run (scale 1).
     ``precision`` as ``sair-inpaint --precision`` (``auto``: bf16 on a CPU with bfloat16 units
     when the checkpoint's gate passed); ``run.precision`` says what runs."""
     from sair_deploy.api import load_inpainter
 
-    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips, precision=precision)
+    inpainter = load_inpainter(path, backend=_backend_for(path), device=device, flips=flips, precision=precision)
 
     def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
         inpainter.set_image(img, mask)
@@ -315,7 +322,7 @@ def checkpoint_upscaler(path: str, device: str = "cpu", flips: int = 1, precisio
     :func:`checkpoint_inpainter`)."""
     from sair_deploy.api import load_inpainter
 
-    inpainter = load_inpainter(path, backend="torch", device=device, flips=flips, precision=precision)
+    inpainter = load_inpainter(path, backend=_backend_for(path), device=device, flips=flips, precision=precision)
 
     def run(low: np.ndarray, scale: int) -> np.ndarray:
         inpainter.set_image(low.astype(np.float32) / 255.0, np.zeros(low.shape[:2], bool))
@@ -463,7 +470,8 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
         with_baselines: bool, biharmonic: bool, out: str, save_examples: int,
         device: str, jobs: int, sr: bool, sr_scales: str, sr_crop: int, masks_dir: str | None,
         invert_masks: bool, flips: str, precision: str) -> None:
-    """Evaluate CHECKPOINT on the images under IMAGES (folder or list file)."""
+    """Evaluate CHECKPOINT (a .safetensors checkpoint, run on torch, or an export folder, run on
+    ONNX Runtime as sair-inpaint runs it) on the images under IMAGES (folder or list file)."""
     from sair_deploy.errors import SairError
 
     from .data import list_images
