@@ -41,6 +41,21 @@ def tiny_checkpoint(tmp_path_factory, tiny_model) -> str:
     return str(path)
 
 
+def check_fast_paths(model: SAIR, inputs: tuple, coord, cell, atol: float = 1e-5):
+    """Assert that the fast path's dense and sparse queries equal the literal ``model.query`` at
+    ``coord``/``cell`` for ``inputs = (image, mask, sem_image, sem_valid)``; returns the literal
+    answer."""
+    from sair_deploy.model.fast import FastSAIR
+
+    fast = FastSAIR(model)
+    with torch.no_grad():
+        feats = model.encode(*inputs)
+        ref = model.query(feats, coord, cell)
+        assert torch.allclose(ref, fast.query_dense(feats, coord, cell), atol=atol)
+        assert torch.allclose(ref, fast.query_sparse(feats, coord, cell), atol=atol)
+    return ref
+
+
 def random_case(h: int, w: int, seed: int = 0, hole_ratio: float = 0.3):
     """A random image and a mask with holes in the interior, at borders and in corners."""
     rng = np.random.default_rng(seed)

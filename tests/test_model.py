@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_model
+from conftest import check_fast_paths, make_model
 from sair_deploy.coords import cell_for, make_coord
 from sair_deploy.errors import ModelError
 from sair_deploy.model.appearance import AppEncoder
@@ -71,14 +71,7 @@ def test_fast_paths_equal_the_literal_path(use_semantic, unfold):
     image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
     coord = torch.rand(2, 400, 2) * 2 - 1
     cell = torch.tensor([[[2 / 50, 2 / 61]]])
-    fast = FastSAIR(model)
-    with torch.no_grad():
-        feats = model.encode(image, mask, sem_image, sem_valid)
-        ref = model.query(feats, coord, cell)
-        dense = fast.query_dense(feats, coord, cell)
-        sparse = fast.query_sparse(feats, coord, cell)
-    assert torch.allclose(ref, dense, atol=1e-5)
-    assert torch.allclose(ref, sparse, atol=1e-5)
+    check_fast_paths(model, (image, mask, sem_image, sem_valid), coord, cell)
 
 
 @pytest.mark.parametrize("rows", [7, 40])  # 40 x 37 centres: more than one CPU piece
@@ -135,12 +128,7 @@ def test_fast_paths_take_a_cell_per_query():
     image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
     coord = torch.rand(2, 300, 2) * 2 - 1
     cell = (torch.rand(2, 300, 1) * 0.1 + 0.02).expand(2, 300, 2).contiguous()
-    fast = FastSAIR(model)
-    with torch.no_grad():
-        feats = model.encode(image, mask, sem_image, sem_valid)
-        ref = model.query(feats, coord, cell)
-        assert torch.allclose(ref, fast.query_dense(feats, coord, cell), atol=1e-5)
-        assert torch.allclose(ref, fast.query_sparse(feats, coord, cell), atol=1e-5)
+    check_fast_paths(model, (image, mask, sem_image, sem_valid), coord, cell)
 
 
 def test_fast_path_has_gradients_like_the_literal_path():
@@ -221,13 +209,9 @@ def test_fill_and_residual_paths_agree(use_semantic, fill):
     image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
     coord = torch.rand(2, 300, 2) * 2 - 1
     cell = torch.tensor([[[2 / 50, 2 / 61]]])
-    fast = FastSAIR(model)
     with torch.no_grad():
-        feats = model.encode(image, mask, sem_image, sem_valid)
-        assert feats.base is not None
-        ref = model.query(feats, coord, cell)
-        assert torch.allclose(ref, fast.query_dense(feats, coord, cell), atol=1e-5)
-        assert torch.allclose(ref, fast.query_sparse(feats, coord, cell), atol=1e-5)
+        assert model.encode(image, mask, sem_image, sem_valid).base is not None
+    check_fast_paths(model, (image, mask, sem_image, sem_valid), coord, cell)
 
 
 def test_push_pull_keeps_known_pixels_and_fills_from_neighbours():

@@ -418,12 +418,17 @@ def _run_sr(checkpoint: str, second: str | None, name: str | None, second_name: 
     md = markdown_sr(report)
     (out_dir / "sr_results.md").write_text(md)
     click.echo(md)
-    click.echo("precision: " + ", ".join(f"{k} {v}" for k, v in report["precisions"].items()))
+    click.echo(_precision_line(report))
 
 
 def _precisions(methods: dict) -> dict[str, str]:
     """The precision each checkpoint ran in (``auto`` may pick bf16 on this CPU)."""
     return {k: m.precision for k, m in methods.items() if hasattr(m, "precision")}
+
+
+def _precision_line(report: dict) -> str:
+    """The line printed under a table: what each checkpoint ran in."""
+    return "precision: " + ", ".join(f"{k} {v}" for k, v in report["precisions"].items())
 
 
 def _label(path: str) -> str:
@@ -527,7 +532,7 @@ def cli(checkpoint: str, images: str, second: str | None, name: str | None,
     md = markdown(report)
     (out_dir / "results.md").write_text(md)
     click.echo(md)
-    click.echo("precision: " + ", ".join(f"{k} {v}" for k, v in report["precisions"].items()))
+    click.echo(_precision_line(report))
 
 
 def main() -> None:

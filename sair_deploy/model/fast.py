@@ -66,9 +66,11 @@ def _find_linear_relu():
 _LINEAR_RELU = _find_linear_relu()
 
 
-def _fused_here(h: Tensor) -> bool:
-    """Whether :func:`_linear_relu` fuses on ``h``: eagerly on a CPU, without gradients."""
-    return (_LINEAR_RELU is not None and h.device.type == "cpu" and not torch.compiler.is_exporting()
+def _rows_here(t: Tensor) -> bool:
+    """Whether work on ``t`` runs on rows (channels last) with oneDNN's fused linear + ReLU:
+    eagerly on a CPU, without gradients, where channels-last convolutions, row gathers and the
+    fused products apply. The exported graphs (and training) stay channels first."""
+    return (_LINEAR_RELU is not None and t.device.type == "cpu" and not torch.compiler.is_exporting()
             and not torch.is_grad_enabled())
 
 
@@ -77,9 +79,18 @@ def _linear_relu(h: Tensor, lin: nn.Linear) -> Tensor:
     ReLU run inside the product (a oneDNN post-op: 1.8x faster than linear then ReLU for 1024 x
     256 x 256 in bfloat16 here); elsewhere, and with gradients, the plain ops."""
     w, bias = _weights(lin, h.dtype)
-    if _fused_here(h):
+    if _rows_here(h):
         return _LINEAR_RELU(h, w, bias, "relu", [], "")
     return F.linear(h, w, bias).relu_()
+
+
+def _hidden_rows(h: Tensor, layers: list[nn.Linear]) -> Tensor:
+    """An MLP's hidden layers on rows: ``h (N, C)``, the first layer's pre-activation, through its
+    ReLU and each hidden layer with bias and ReLU fused: ``(N, H)``."""
+    h = h.relu_()
+    for lin in layers:
+        h = _linear_relu(h, lin)
+    return h
 
 
 def _ensemble_cf(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor,
@@ -98,13 +109,6 @@ def _ensemble_cf(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: Ten
                                        w_rel, cell_term, layers, channels)
                           for i in range(0, q, CPU_QUERY_PIECE)], dim=-1)
     return _mlp_cf(gather_channels(pre, row, col, channels), rel, weight, w_rel, cell_term, layers)
-
-
-def _rows_here(t: Tensor) -> bool:
-    """Whether blocks run channels last (rows of features): eagerly on a CPU, without gradients,
-    where oneDNN's channels-last convolutions, row gathers and fused linear + ReLU apply. The
-    exported graphs (and training) stay channels first."""
-    return _fused_here(t)
 
 
 def _is_rows(pre: Tensor) -> bool:
@@ -138,12 +142,9 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
                 first = (table[0].index_select(0, idx[0, k, sl]).unsqueeze(0) if b == 1
                          else table[b_idx, idx[:, k, sl]])  # (B, n, C)
                 r = rel[:, k, sl].to(dt).unsqueeze(-1)  # (B, n, 2, 1)
-                h = first.addcmul_(r[:, :, 0], w_y).addcmul_(r[:, :, 1], w_x).add_(cell_i).relu_()
+                h = first.addcmul_(r[:, :, 0], w_y).addcmul_(r[:, :, 1], w_x).add_(cell_i)
                 n = h.shape[1]
-                h = h.reshape(b * n, -1)
-                for lin in layers:
-                    h = _linear_relu(h, lin)
-                h = h.view(b, n, -1)
+                h = _hidden_rows(h.reshape(b * n, -1), layers).view(b, n, -1)
                 wk = weight[:, k, sl].float().unsqueeze(-1)
                 if k == 0:
                     torch.mul(h, wk, out=out)
@@ -308,9 +309,8 @@ class FastSAIR(nn.Module):
         for iy in (0, 1):
             by_row = lat.index_select(1, nb.rows[iy][rows]) + row_terms[iy][rows, None]
             for ix in (0, 1):
-                h = (by_row.index_select(2, nb.cols[ix]) + col_terms[ix]).reshape(-1, c).relu_()  # (B*n, C)
-                for lin in self.model.sir.mlp.linears[1:-1]:
-                    h = _linear_relu(h, lin)
+                h = _hidden_rows((by_row.index_select(2, nb.cols[ix]) + col_terms[ix]).reshape(-1, c),
+                                 self.model.sir.mlp.linears[1:-1])  # (B*n, H)
                 # the area weights in float32 (they sum to 1), so the sum is float32 without a cast
                 wk = nb.weight[2 * iy + ix].view(-1, kw)[rows].reshape(-1).repeat(b).unsqueeze(-1)
                 out = h * wk if out is None else out.addcmul_(h, wk)
