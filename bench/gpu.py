@@ -55,12 +55,15 @@ def main() -> None:
     ap.add_argument("--export", help="an export directory, to add ONNX Runtime CUDA rows")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script (tiny sizes)")
+    ap.add_argument("--no-channels-first", action="store_true",
+                    help="leave out the float16 row that turns the rows path off (fast.GPU_ROWS)")
     args = ap.parse_args()
 
     import torch
 
     from sair_deploy.backends.torch_backend import TorchBackend
     from sair_deploy.inpainter import Inpainter
+    from sair_deploy.model import fast
     from sair_deploy.model.sair import SAIR
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -70,13 +73,16 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     cfg = random_config(args.config)
     model = SAIR(cfg).eval()
-    backends = [TorchBackend(model, args.device)]
+    # (label, backend, rows path on): the channels-first turn is the previous design, for comparison
+    backends = [(None, TorchBackend(model, args.device), True)]
     if args.device == "cuda":
-        backends.append(TorchBackend(model, "cuda", fp16=True))
+        backends.append((None, TorchBackend(model, "cuda", fp16=True), True))
+        if not args.no_channels_first:
+            backends.append(("torch-cuda-fp16 channels-first", backends[-1][1], False))
     if args.export:
         from sair_deploy.api import load_backend
         try:
-            backends.append(load_backend(args.export, "onnx", "cuda"))
+            backends.append((None, load_backend(args.export, "onnx", "cuda"), True))
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"(onnx cuda: {exc})")
     card = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
@@ -89,7 +95,9 @@ def main() -> None:
         image, mask = photo(size)
         image = np.round(image * 255).astype(np.uint8)
         for scale in args.scales:
-            for be in backends:
+            for label, be, rows in backends:
+                fast.GPU_ROWS = rows
+                label = label or be.name
                 inp = Inpainter(be)
                 inp.set_image(image, mask)
                 inp.inpaint(scale)  # warm-up at this size (cuDNN picks its kernels)
@@ -108,12 +116,14 @@ def main() -> None:
                 sp.set_image(image, mask)
                 sp.inpaint(scale)
                 stages = ", ".join(f"{k} {v:.1f}" for k, v in synced.ms.items())
-                print(f"| {size}² | {scale:g} | {be.name} | {ms:.1f} | {st['calls']} | "
+                print(f"| {size}² | {scale:g} | {label} | {ms:.1f} | {st['calls']} | "
                       f"{st['h2d_bytes'] / 1e6:.2f} | {st['d2h_bytes'] / 1e6:.2f} | {st['glue_ms']:.1f} | {stages} |",
                       flush=True)
-                last[(size, scale, be.name)] = ms
+                last[(size, scale, label)] = ms
+    fast.GPU_ROWS = True
     key = lambda n: last.get((1024, 2.0, n), float("nan"))  # noqa: E731
-    print(f"\ngpu_ms_1024_s2_fp32={key('torch-cuda'):.1f} gpu_ms_1024_s2_fp16={key('torch-cuda-fp16'):.1f}")
+    print(f"\ngpu_ms_1024_s2_fp32={key('torch-cuda'):.1f} gpu_ms_1024_s2_fp16={key('torch-cuda-fp16'):.1f} "
+          f"gpu_ms_1024_s2_fp16_channels_first={key('torch-cuda-fp16 channels-first'):.1f}")
 
 
 if __name__ == "__main__":

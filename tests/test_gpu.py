@@ -36,3 +36,28 @@ def test_cuda_fast_equals_reference(tiny_model):
     ref = _run(be, image, mask, 1.5, reference=True)
     fast = _run(be, image, mask, 1.5, tile=32)
     assert np.abs(ref - fast).max() <= 1e-4
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_cuda_rows_path_equals_channels_first(tiny_model, scale, monkeypatch):
+    """On CUDA a tile's precompute is channels last and queries gather rows through fused
+    bias + ReLU products (fast.GPU_ROWS); the channels-first path gives the same image."""
+    from sair_deploy.model import fast as fast_mod
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    image, mask = random_case(64, 80, seed=11)
+    be = TorchBackend(tiny_model, device="cuda")
+    rows = _run(be, image, mask, scale, tile=32)
+    monkeypatch.setattr(fast_mod, "GPU_ROWS", False)
+    cf = _run(be, image, mask, scale, tile=32)
+    assert np.abs(rows - cf).max() <= 1e-4
+
+
+def test_cuda_fp16_rows_path_near_fp32(tiny_model):
+    """float16 on the rows path stays within 8-bit rounding of float32 on this random model."""
+    image, mask = random_case(64, 80, seed=12)
+    fp32 = _run(TorchBackend(tiny_model, device="cuda"), image, mask, 2.0, tile=32)
+    fp16 = _run(TorchBackend(tiny_model, device="cuda", fp16=True), image, mask, 2.0, tile=32)
+    assert np.isfinite(fp16).all()
+    assert np.abs(fp32 - fp16).max() <= 2e-2

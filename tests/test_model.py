@@ -96,13 +96,21 @@ def test_semantic_term_of_a_tile_equals_the_general_one(rows):
     assert torch.allclose(grid, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("gpu_formula", [False, True])
 @pytest.mark.parametrize("residual", [False, True])
-def test_channels_last_and_channels_first_blocks_answer_alike(residual):
-    """Eagerly on a CPU a block's precompute is channels last and queries gather rows of it
-    (_ensemble_rows); the exported graphs (and GPUs) read it channels first (_ensemble_cf).
-    Both layouts of the same block give the same colours: a batch of 2, more queries than one
-    CPU piece, the residual's base channels included."""
+def test_channels_last_and_channels_first_blocks_answer_alike(residual, gpu_formula, monkeypatch):
+    """Eagerly a block's precompute is channels last and queries gather rows of it
+    (_ensemble_rows); the exported graphs read it channels first (_ensemble_cf). Both layouts
+    of the same block give the same colours: a batch of 2, more queries than one CPU piece, the
+    residual's base channels included. ``gpu_formula``: the arithmetic the rows path uses on a
+    CUDA GPU (cuBLASLt's bias + ReLU epilogue through ``torch._addmm_activation``, one piece
+    per call), run on this CPU."""
     from sair_deploy.model import fast as fast_mod
+
+    if gpu_formula:
+        monkeypatch.setattr(fast_mod, "_LINEAR_RELU",
+                            lambda h, w, bias, *_: torch._addmm_activation(bias, h, w.t()))
+        monkeypatch.setattr(fast_mod, "_piece", lambda t: fast_mod.GPU_QUERY_PIECE)
 
     changes = {"use_semantic": True, **({"fill": "onion", "residual": True} if residual else {})}
     model = make_model(**changes)

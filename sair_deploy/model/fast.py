@@ -66,21 +66,37 @@ def _find_linear_relu():
 _LINEAR_RELU = _find_linear_relu()
 
 
+GPU_ROWS = True  # the rows path on CUDA too (bench/gpu.py sets it False to time channels first)
+
+
 def _rows_here(t: Tensor) -> bool:
-    """Whether work on ``t`` runs on rows (channels last) with oneDNN's fused linear + ReLU:
-    eagerly on a CPU, without gradients, where channels-last convolutions, row gathers and the
-    fused products apply. The exported graphs (and training) stay channels first."""
-    return (_LINEAR_RELU is not None and t.device.type == "cpu" and not torch.compiler.is_exporting()
-            and not torch.is_grad_enabled())
+    """Whether work on ``t`` runs on rows (channels last) with a fused linear + bias + ReLU:
+    eagerly without gradients, on a CPU with oneDNN's fused products or on a CUDA GPU (cuBLASLt's
+    bias + ReLU epilogue). Rows make every gathered feature one contiguous read (on a GPU,
+    coalesced instead of one scattered 2-byte read per channel). The exported graphs (and
+    training) stay channels first."""
+    if torch.compiler.is_exporting() or torch.is_grad_enabled():
+        return False
+    if t.device.type == "cpu":
+        return _LINEAR_RELU is not None
+    return t.device.type == "cuda" and GPU_ROWS
+
+
+def _piece(t: Tensor) -> int:
+    """Queries (or centres) per piece of the rows path on ``t``'s device."""
+    return CPU_QUERY_PIECE if t.device.type == "cpu" else GPU_QUERY_PIECE
 
 
 def _linear_relu(h: Tensor, lin: nn.Linear) -> Tensor:
-    """``relu(h @ W.T + b)`` for a 2-D ``h``, in ``h``'s precision. Eagerly on a CPU bias and
-    ReLU run inside the product (a oneDNN post-op: 1.8x faster than linear then ReLU for 1024 x
-    256 x 256 in bfloat16 here); elsewhere, and with gradients, the plain ops."""
+    """``relu(h @ W.T + b)`` for a 2-D ``h``, in ``h``'s precision, with bias and ReLU inside the
+    product on the rows path: a oneDNN post-op on a CPU (1.8x faster than linear then ReLU for
+    1024 x 256 x 256 in bfloat16 here), cuBLASLt's epilogue on a GPU (no extra passes over the
+    activations); elsewhere, and with gradients, the plain ops."""
     w, bias = _weights(lin, h.dtype)
     if _rows_here(h):
-        return _LINEAR_RELU(h, w, bias, "relu", [], "")
+        if h.device.type == "cpu":
+            return _LINEAR_RELU(h, w, bias, "relu", [], "")
+        return torch._addmm_activation(bias, h, w.t())
     return F.linear(h, w, bias).relu_()
 
 
@@ -121,7 +137,7 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
                    cell_term: Tensor, layers: list[nn.Linear], channels: int | None = None) -> Tensor:
     """:func:`_ensemble_cf` for a channels-last ``pre``: each neighbour's features are contiguous
     rows, gathered as such, and the MLP runs on rows with bias and ReLU fused, one neighbour at a
-    time, in pieces of :data:`CPU_QUERY_PIECE` queries. ``(B, H, Q)`` (a transposed view)."""
+    time, in pieces of :func:`_piece` queries. ``(B, H, Q)`` (a transposed view)."""
     b, c_all, height, width = pre.shape
     table = pre.permute(0, 2, 3, 1).reshape(b, height * width, c_all)  # a view
     if channels is not None:
@@ -134,8 +150,9 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
     with _no_autocast(pre):
         # the coordinate part of the first layer as two multiply-adds (a K=2 product is slow)
         w_y, w_x, cell_term = w_rel[:, 0].to(dt), w_rel[:, 1].to(dt), cell_term.to(dt)
-        for i in range(0, q, CPU_QUERY_PIECE):
-            sl = slice(i, i + CPU_QUERY_PIECE)
+        piece = _piece(pre)
+        for i in range(0, q, piece):
+            sl = slice(i, i + piece)
             cell_i = cell_term if cell_term.shape[1] == 1 else cell_term[:, sl]
             out = ens[:, sl]  # the ensemble is written in place: no concatenation of pieces
             for k in range(idx.shape[1]):
@@ -191,6 +208,7 @@ def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term
 
 CPU_PIECE = 4096  # centres per piece of the semantic term on a CPU (its activations stay in cache)
 CPU_QUERY_PIECE = 1024  # queries per piece of an MLP's hidden layers on a CPU (the same reason)
+GPU_QUERY_PIECE = 1 << 18  # on a GPU pieces only bound the activations' memory (128 MiB a layer)
 
 
 def _neighbour_major(nb) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -272,8 +290,8 @@ class FastSAIR(nn.Module):
         Neighbours are separable on a grid (:func:`grid_neighbours`): their features are 1-D
         gathers of the small latent grid, not a gather with an index per centre and channel
         (exported, that index was an ``Expand`` of gigabytes per tile at the paper's widths, and
-        made ONNX Runtime's tile graph 2x slower than torch's). Eagerly on a CPU it runs in bands
-        of whole rows, about :data:`CPU_QUERY_PIECE` centres each."""
+        made ONNX Runtime's tile graph 2x slower than torch's). On the rows path it runs in bands
+        of whole rows, about :func:`_piece` centres each."""
         size = sem_pre.shape[-2:]
         nb = grid_neighbours(ys, xs, size)
         _, w_rel, w_cell, _ = self._sir_first()
@@ -291,7 +309,7 @@ class FastSAIR(nn.Module):
             kh, kw = ys.shape[0], xs.shape[0]
             if _rows_here(sem_pre):
                 # rows out, (B, N, H) seen as (B, H, N): the tile's precompute is channels last
-                step = max(1, CPU_QUERY_PIECE // kw)
+                step = max(1, _piece(sem_pre) // kw)
                 out = torch.cat([self._semantic_band(lat, nb, row_terms, col_terms, slice(i, i + step), kw)
                                  for i in range(0, kh, step)], dim=1)
                 return (out.to(fold[0].dtype) @ fold[0].T + fold[1].T).transpose(1, 2)
@@ -323,11 +341,11 @@ class FastSAIR(nn.Module):
         (zeros beyond the image, as LIIF's unfold pads), followed by the 3 base-colour channels
         for a residual model; ``sem_term (B, hidden, h*w)`` or None.
         Returns ``(B, hidden, h, w)`` (``hidden + 3`` channels, the base last, if residual),
-        channels last eagerly on a CPU (:func:`_rows_here`).
+        channels last on the rows path (:func:`_rows_here`: eagerly on a CPU or a CUDA GPU).
         """
         w_z, _, _, _, bias = self._air_first()
         c = self.model.air.app_dim
-        if _rows_here(app_padded):  # channels last: 2-4x faster here, and rows for the queries
+        if _rows_here(app_padded):  # channels last: 2-4x faster on a CPU, rows for the queries
             app_padded = app_padded.contiguous(memory_format=torch.channels_last)
         p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
         if sem_term is not None:
