@@ -96,11 +96,11 @@ def holes_by_tile(mask: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
     """The region-flat indices of the holes, grouped tile after tile (row-major inside each),
     and where each tile's group starts (``(n_tiles + 1,)``, tiles in row-major order)."""
     h, w = mask.shape
-    flat = np.flatnonzero(mask)
-    rows, cols = flat // w, flat % w
-    n_tc = -(-w // tile)
-    tile_id = (rows // tile) * n_tc + cols // tile
-    order = np.argsort(tile_id, kind="stable")
-    counts = np.bincount(tile_id, minlength=-(-h // tile) * n_tc)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    return flat[order].astype(np.int32), starts
+    groups = []
+    for r0 in range(0, h, tile):  # tile by tile: no sort of every hole by its tile
+        for c0 in range(0, w, tile):
+            rows, cols = np.nonzero(mask[r0:r0 + tile, c0:c0 + tile])
+            groups.append(((rows + r0) * w + (cols + c0)).astype(np.int32))
+    counts = [len(g) for g in groups]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return (np.concatenate(groups) if groups else np.zeros(0, np.int32)), starts

@@ -103,14 +103,13 @@ def test_channels_last_and_channels_first_blocks_answer_alike(residual, gpu_form
     (_ensemble_rows); the exported graphs read it channels first (_ensemble_cf). Both layouts
     of the same block give the same colours: a batch of 2, more queries than one CPU piece, the
     residual's base channels included. ``gpu_formula``: the arithmetic the rows path uses on a
-    CUDA GPU (cuBLASLt's bias + ReLU epilogue through ``torch._addmm_activation``, one piece
-    per call), run on this CPU."""
+    CUDA GPU (cuBLASLt's bias + ReLU epilogue through ``torch._addmm_activation``, whole calls,
+    the cell term in the table, the coordinate term as a product, the RGB layer per neighbour),
+    run on this CPU."""
     from sair_deploy.model import fast as fast_mod
 
     if gpu_formula:
-        monkeypatch.setattr(fast_mod, "_LINEAR_RELU",
-                            lambda h, w, bias, *_: torch._addmm_activation(bias, h, w.t()))
-        monkeypatch.setattr(fast_mod, "_piece", lambda t: fast_mod.GPU_QUERY_PIECE)
+        monkeypatch.setattr(fast_mod, "_gpu_rows", lambda t: True)
 
     changes = {"use_semantic": True, **({"fill": "onion", "residual": True} if residual else {})}
     model = make_model(**changes)
@@ -130,8 +129,14 @@ def test_channels_last_and_channels_first_blocks_answer_alike(residual, gpu_form
     assert torch.allclose(rows, ref, atol=1e-5)
 
 
-def test_fast_paths_take_a_cell_per_query():
-    """Training queries each sample at its own scale: a cell per query, not one per call."""
+@pytest.mark.parametrize("gpu_formula", [False, True])
+def test_fast_paths_take_a_cell_per_query(gpu_formula, monkeypatch):
+    """Training queries each sample at its own scale: a cell per query, not one per call (on the
+    rows path too, with a CPU's or a GPU's arithmetic)."""
+    from sair_deploy.model import fast as fast_mod
+
+    if gpu_formula:
+        monkeypatch.setattr(fast_mod, "_gpu_rows", lambda t: True)
     model = make_model(use_semantic=True)
     image, mask, sem_image, sem_valid = _inputs(2, 28, 36)
     coord = torch.rand(2, 300, 2) * 2 - 1

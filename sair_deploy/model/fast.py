@@ -82,21 +82,28 @@ def _rows_here(t: Tensor) -> bool:
     return t.device.type == "cuda" and GPU_ROWS
 
 
+def _gpu_rows(t: Tensor) -> bool:
+    """The rows path's GPU arithmetic for ``t``: there the work is memory-bound, so it takes
+    fewer passes over the activations (whole calls, the coordinate term as one in-place product,
+    the RGB layer per neighbour) where a CPU wants cache-sized pieces and multiply-adds."""
+    return t.device.type == "cuda"
+
+
 def _piece(t: Tensor) -> int:
     """Queries (or centres) per piece of the rows path on ``t``'s device."""
-    return CPU_QUERY_PIECE if t.device.type == "cpu" else GPU_QUERY_PIECE
+    return GPU_QUERY_PIECE if _gpu_rows(t) else CPU_QUERY_PIECE
 
 
 def _linear_relu(h: Tensor, lin: nn.Linear) -> Tensor:
     """``relu(h @ W.T + b)`` for a 2-D ``h``, in ``h``'s precision, with bias and ReLU inside the
-    product on the rows path: a oneDNN post-op on a CPU (1.8x faster than linear then ReLU for
-    1024 x 256 x 256 in bfloat16 here), cuBLASLt's epilogue on a GPU (no extra passes over the
-    activations); elsewhere, and with gradients, the plain ops."""
+    product on the rows path: cuBLASLt's epilogue on a GPU (no extra passes over the
+    activations), a oneDNN post-op on a CPU (1.8x faster than linear then ReLU for 1024 x 256 x
+    256 in bfloat16 here); elsewhere, and with gradients, the plain ops."""
     w, bias = _weights(lin, h.dtype)
     if _rows_here(h):
-        if h.device.type == "cpu":
-            return _LINEAR_RELU(h, w, bias, "relu", [], "")
-        return torch._addmm_activation(bias, h, w.t())
+        if _gpu_rows(h):
+            return torch._addmm_activation(bias, h, w.t())
+        return _LINEAR_RELU(h, w, bias, "relu", [], "")
     return F.linear(h, w, bias).relu_()
 
 
@@ -134,40 +141,61 @@ def _is_rows(pre: Tensor) -> bool:
 
 
 def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor,
-                   cell_term: Tensor, layers: list[nn.Linear], channels: int | None = None) -> Tensor:
+                   cell_term: Tensor, layers: list[nn.Linear], channels: int | None = None,
+                   out_layer: nn.Linear | None = None) -> Tensor:
     """:func:`_ensemble_cf` for a channels-last ``pre``: each neighbour's features are contiguous
     rows, gathered as such, and the MLP runs on rows with bias and ReLU fused, one neighbour at a
-    time, in pieces of :func:`_piece` queries. ``(B, H, Q)`` (a transposed view)."""
+    time, in pieces of :func:`_piece` queries. ``(B, H, Q)`` (a transposed view).
+
+    With ``out_layer`` each neighbour's activations go through that (linear) layer, without its
+    bias, before the weighted sum: the same sum, since the weights sum to 1, but 3 channels to
+    accumulate instead of ``H``. Returns ``(B, Q, 3)`` then; add the bias."""
     b, c_all, height, width = pre.shape
     table = pre.permute(0, 2, 3, 1).reshape(b, height * width, c_all)  # a view
     if channels is not None:
         table = table[..., :channels]
     idx = row * width + col  # (B, 4, Q)
     dt = pre.dtype
+    gpu = _gpu_rows(pre)
     b_idx = torch.arange(b, device=idx.device)[:, None]
     q = idx.shape[-1]
-    ens = torch.empty(b, q, layers[-1].out_features if layers else w_rel.shape[0], device=pre.device)
+    width_out = (out_layer.out_features if out_layer is not None
+                 else layers[-1].out_features if layers else w_rel.shape[0])
+    ens = torch.empty(b, q, width_out, device=pre.device)
     with _no_autocast(pre):
-        # the coordinate part of the first layer as two multiply-adds (a K=2 product is slow)
         w_y, w_x, cell_term = w_rel[:, 0].to(dt), w_rel[:, 1].to(dt), cell_term.to(dt)
+        w_rel_t = w_rel.to(dt).t().expand(b, 2, w_rel.shape[0])
+        if gpu and cell_term.shape[1] == 1:
+            # one cell per call: add it to the table once (a contiguous copy of the hidden channels,
+            # far smaller than 4 rows per query) instead of to every gathered row
+            table, cell_term = table + cell_term, None
+        w_out = _weights(out_layer, dt)[0].t() if out_layer is not None else None
         piece = _piece(pre)
         for i in range(0, q, piece):
             sl = slice(i, i + piece)
-            cell_i = cell_term if cell_term.shape[1] == 1 else cell_term[:, sl]
+            cell_i = None if cell_term is None else cell_term if cell_term.shape[1] == 1 else cell_term[:, sl]
             out = ens[:, sl]  # the ensemble is written in place: no concatenation of pieces
             for k in range(idx.shape[1]):
                 first = (table[0].index_select(0, idx[0, k, sl]).unsqueeze(0) if b == 1
                          else table[b_idx, idx[:, k, sl]])  # (B, n, C)
-                r = rel[:, k, sl].to(dt).unsqueeze(-1)  # (B, n, 2, 1)
-                h = first.addcmul_(r[:, :, 0], w_y).addcmul_(r[:, :, 1], w_x).add_(cell_i)
+                if gpu:  # the coordinate part of the first layer: one pass, in place
+                    h = first.baddbmm_(rel[:, k, sl].to(dt), w_rel_t)
+                else:  # as two multiply-adds: a K=2 product is slow on a CPU
+                    r = rel[:, k, sl].to(dt).unsqueeze(-1)  # (B, n, 2, 1)
+                    h = first.addcmul_(r[:, :, 0], w_y).addcmul_(r[:, :, 1], w_x)
+                if cell_i is not None:
+                    h = h.add_(cell_i)
                 n = h.shape[1]
-                h = _hidden_rows(h.reshape(b * n, -1), layers).view(b, n, -1)
+                h = _hidden_rows(h.reshape(b * n, -1), layers)
+                if w_out is not None:
+                    h = (h @ w_out).float()
+                h = h.view(b, n, -1)
                 wk = weight[:, k, sl].float().unsqueeze(-1)
                 if k == 0:
                     torch.mul(h, wk, out=out)
                 else:
                     out.addcmul_(h, wk)
-    return ens.transpose(1, 2)
+    return ens if out_layer is not None else ens.transpose(1, 2)
 
 
 def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term: Tensor,
@@ -370,13 +398,15 @@ class FastSAIR(nn.Module):
         origin = grid[2:].long()
         hidden = air_pre.shape[1] - (3 if self.cfg.residual else 0)
         lins = self.model.air.mlp.linears
-        ensemble = _ensemble_rows if _is_rows(air_pre) else _ensemble_cf
-        h = ensemble(air_pre, row - origin[0], col - origin[1], rel, weight, w_rel,
-                     scale_cell(cell, size) @ w_cell.T, lins[1:-1], hidden)
+        args = (air_pre, row - origin[0], col - origin[1], rel, weight, w_rel,
+                scale_cell(cell, size) @ w_cell.T, lins[1:-1], hidden)
         base = None
         if self.cfg.residual:  # the base colours ride along as the last 3 channels
             base = sample_base(air_pre[:, hidden:].float(), coord, self.cfg.base, origin, size)
-        return self._rgb(h, base)
+        if _is_rows(air_pre) and _gpu_rows(air_pre):  # the RGB layer inside the ensemble
+            rgb = _ensemble_rows(*args, out_layer=lins[-1]) + lins[-1].bias.float()
+            return rgb if base is None else rgb + base
+        return self._rgb((_ensemble_rows if _is_rows(air_pre) else _ensemble_cf)(*args), base)
 
     def _rgb(self, h: Tensor, base: Tensor | None) -> Tensor:
         """AIR's RGB layer (float32) on the ensembled hidden activations ``h (B, H, Q)``, plus the
