@@ -184,6 +184,12 @@ def test_int8_export_graphs_manifest_and_auto(int8_export, model):
     assert len(kept) == 3
     quantized = [n for n in products if any(x in dq_out for x in n.input)]
     assert quantized and len(quantized) == len(products) - 3
+    # the tile graph's encoder is int8, its last product (AIR's precompute) float32
+    t = onnx.load(str(out / "tile.int8.onnx"))
+    dq_out = {n.output[0] for n in t.graph.node if n.op_type == "DequantizeLinear"}
+    products = [n for n in t.graph.node if n.op_type in quantize.QUANT_OPS]
+    assert any(x in dq_out for x in products[0].input)
+    assert not any(x in dq_out for x in products[-1].input)
     # int8 runs, stays near float32, and auto takes it since its gate passed
     image, mask = random_case(48, 64, seed=9)
     res = {}
