@@ -61,3 +61,23 @@ def test_cuda_fp16_rows_path_near_fp32(tiny_model):
     fp16 = _run(TorchBackend(tiny_model, device="cuda", fp16=True), image, mask, 2.0, tile=32)
     assert np.isfinite(fp16).all()
     assert np.abs(fp32 - fp16).max() <= 2e-2
+
+
+def test_cuda_graph_calls_do_not_block_the_host(tiny_model):
+    """Between the one upload and the one download no graph call synchronises with the GPU: a
+    blocking copy of a plan vector would make the host wait for the GPU's queue to drain at every
+    call instead of queueing the next one (torch's sync debug mode raises on such a call)."""
+    be = TorchBackend(tiny_model, device="cuda", fp16=True)
+    run = be.run
+
+    def strict(graph, *inputs):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return run(graph, *inputs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    be.run = strict
+    image, mask = random_case(64, 80, seed=13)
+    for scale in (1.0, 2.0):
+        assert np.isfinite(_run(be, image, mask, scale, tile=32)).all()

@@ -50,6 +50,13 @@ def _ints(v: Tensor, n: int) -> list:
     return vals
 
 
+def _plan_floats(v: Tensor, like: Tensor) -> Tensor:
+    """Plan numbers ``v`` (a host int64 vector) as float32 on ``like``'s device, without making the
+    host wait: torch synchronises the stream after a blocking host-to-device copy, so one per graph
+    call would drain the GPU's queue each time instead of letting the host queue the next call."""
+    return v.to(like.device, non_blocking=True).to(torch.float32)
+
+
 def to_unit(image_u8: Tensor) -> Tensor:
     """8-bit values -> float32 in [0, 1]."""
     return image_u8.to(torch.float32) / 255.0
@@ -148,7 +155,7 @@ class TileGraph(nn.Module):
         app = app * inside.to(app.dtype)
         term = None
         if sem_pre is not None:
-            size = box[10:12].to(app.device, torch.float32)  # S is read at the image's pixel centres
+            size = _plan_floats(box[10:12], app)  # S is read at the image's pixel centres
             ys = pixel_centres(size[0], box[12] + kr0, kh)
             xs = pixel_centres(size[1], box[13] + kc0, kw)
             term = self.fast.semantic_term_grid(sem_pre, ys, xs, (2.0 / size).reshape(1, 1, 2))
@@ -174,11 +181,11 @@ class QueryGraph(nn.Module):
         oy0, oy1, ox0, ox1 = _ints(rect, 4)
         torch._check(oy1 > oy0)
         torch._check(ox1 > ox0)
-        out_size = rect[4:6].to(air_pre.device, torch.float32)
+        out_size = _plan_floats(rect[4:6], air_pre)
         ys = pixel_centres(out_size[0], rect[0], oy1 - oy0)
         xs = pixel_centres(out_size[1], rect[2], ox1 - ox0)
         coord = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
-        grid = rect[6:10].to(air_pre.device, torch.float32)
+        grid = _plan_floats(rect[6:10], air_pre)
         cell = (2.0 / out_size).reshape(1, 1, 2)
         return self.fast.query(air_pre, grid, coord, cell).clamp(0.0, 1.0)
 
@@ -197,13 +204,13 @@ class QueryHolesGraph(nn.Module):
         torch._check(e <= holes.shape[0])
         idx = holes[s:e].long()
         rw = span[2]
-        size = span[3:5].to(air_pre.device, torch.float32)
+        size = _plan_floats(span[3:5], air_pre)
         r = torch.div(idx, rw, rounding_mode="trunc")  # indices are >= 0: no floor fix-ups
         rows = (r + span[5]).to(torch.float32)
         cols = (idx - r * rw + span[6]).to(torch.float32)
         coord = torch.stack([-1.0 + (2.0 * rows + 1.0) / size[0],
                              -1.0 + (2.0 * cols + 1.0) / size[1]], dim=-1).unsqueeze(0)
-        grid = torch.cat([size, span[7:9].to(air_pre.device, torch.float32)])
+        grid = torch.cat([size, _plan_floats(span[7:9], air_pre)])
         cell = (2.0 / size).reshape(1, 1, 2)
         return self.fast.query(air_pre, grid, coord, cell).clamp(0.0, 1.0)
 
