@@ -20,11 +20,13 @@ from ..tiling import RuntimePlan
 
 Handle = Any
 
-# Queries per torch CPU call. Inside a call the MLP runs in pieces of 1024 queries (model.fast:
-# CPU_QUERY_PIECE), which keeps its activations in cache; the call's coordinate work (~100 small
-# ops) is paid once per call. 512^2 at scale 2, paper widths, ms per 1024 queries (one run):
-# fp32 7.2 / 7.0 / 8.3 and bf16 5.5 / 4.8 / 5.2 in calls of 1024 / 4096 / 16384.
-CPU_QUERY_CHUNK = 4096
+# Queries per torch CPU call, taken in one piece (model.fast: CPU_QUERY_PIECE). On the rows path
+# (channels last, oneDNN's fused products) larger calls won over cache-sized pieces: 512^2, paper
+# widths, 2 threads, an Intel Xeon with AMX, medians of 5 interleaved runs (s): scale 2 fp32 17.9
+# / 15.5 / 14.1, bf16 7.1 / 6.2 / 6.5, scale 1 bf16 3.7 / 3.1 / 3.0 in calls of 4096 (pieces of
+# 1024) / 8192 / 16384. (The channels-first design of an earlier session preferred 1024-query
+# pieces.)
+CPU_QUERY_CHUNK = 8192
 # ONNX Runtime's CPU provider runs each call's MLP at once (no cache-sized pieces in a graph) but
 # pays for its ~250 small nodes per call. The bundled model, 512^2 at scale 1 / 2 (one run): 1.25 /
 # 5.92 s in calls of 2048 queries, 1.11 / 5.62 s in 4096, 1.14 / 6.37 s in 16384 (torch: 1.37 /

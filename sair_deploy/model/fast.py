@@ -235,7 +235,7 @@ def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term
 
 
 CPU_PIECE = 4096  # centres per piece of the semantic term on a CPU (its activations stay in cache)
-CPU_QUERY_PIECE = 1024  # queries per piece of an MLP's hidden layers on a CPU (the same reason)
+CPU_QUERY_PIECE = 8192  # queries per piece of an MLP's hidden layers on a CPU (backends.base.CPU_QUERY_CHUNK)
 GPU_QUERY_PIECE = 1 << 18  # on a GPU pieces only bound the activations' memory (128 MiB a layer)
 
 
