@@ -11,6 +11,9 @@
 # over x2/x3/x4 are both at least the current checkpoint's.
 #
 # Usage there: OUT=/some/dir bash scripts/gpu_session.sh   (needs data/sample, runs/demo-gpu2)
+# The device image has torch but not open_clip, which the paper config's benchmark and the gpu
+# tests import: copy it here first (an ignored folder, carried with the call), e.g.
+#   mkdir -p .gpu/site && cp -r .venv/lib/python3*/site-packages/{open_clip,ftfy,wcwidth} .gpu/site/
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RES=${OUT:-/tmp/out}
@@ -28,6 +31,7 @@ SHIM=$(mktemp -d)
 ln -s "$PWD/train" "$SHIM/sair_train"
 ln -s "$PWD/export" "$SHIM/sair_export"
 ln -s "$PWD/sair_deploy" "$SHIM/sair_deploy"
+[ -d .gpu/site ] && export PYTHONPATH="$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 EVAL=(python3 -m sair_train.evaluate)
 
