@@ -71,20 +71,23 @@ def main() -> None:
         inp.set_image(image, mask)
         return inp.inpaint(args.scale)
 
+    def median_ms(inp, n=5):
+        times = []
+        for _ in range(n):
+            sync()
+            t = time.perf_counter()
+            once(inp)
+            sync()
+            times.append(1e3 * (time.perf_counter() - t))
+        return float(np.median(times))
+
     default_piece = fast.GPU_QUERY_PIECE
     print("| GPU_QUERY_PIECE | ms / image (median of 5) |\n|---|---|")
     for piece in args.pieces:
         fast.GPU_QUERY_PIECE = piece
         inp = Inpainter(be)
         once(inp)
-        times = []
-        for _ in range(5):
-            sync()
-            t = time.perf_counter()
-            once(inp)
-            sync()
-            times.append(1e3 * (time.perf_counter() - t))
-        print(f"| {piece} | {np.median(times):.1f} |", flush=True)
+        print(f"| {piece} | {median_ms(inp):.1f} |", flush=True)
     fast.GPU_QUERY_PIECE = default_piece
 
     inp = Inpainter(_Marked(be, torch))
@@ -113,15 +116,8 @@ def main() -> None:
             once(inp)
             sync()
             compile_s = time.perf_counter() - t
-            times = []
-            for _ in range(5):
-                sync()
-                t = time.perf_counter()
-                once(inp)
-                sync()
-                times.append(1e3 * (time.perf_counter() - t))
             print(f"\ntorch.compile (query, tile): first image {compile_s:.1f} s, then "
-                  f"{np.median(times):.1f} ms / image (median of 5)")
+                  f"{median_ms(inp):.1f} ms / image (median of 5)")
         except Exception as exc:  # noqa: BLE001 - an experiment: report and stop
             print(f"\ntorch.compile failed after {time.perf_counter() - t:.1f} s: {type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:300]}")
