@@ -163,26 +163,30 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
                  else layers[-1].out_features if layers else w_rel.shape[0])
     ens = torch.empty(b, q, width_out, device=pre.device)
     with _no_autocast(pre):
-        w_y, w_x, cell_term = w_rel[:, 0].to(dt), w_rel[:, 1].to(dt), cell_term.to(dt)
-        w_rel_t = w_rel.to(dt).t().expand(b, 2, w_rel.shape[0])
-        if gpu and cell_term.shape[1] == 1:
-            # one cell per call: add it to the table once (a contiguous copy of the hidden channels,
-            # far smaller than 4 rows per query) instead of to every gathered row
-            table, cell_term = table + cell_term, None
+        # casts once per call, not per piece and neighbour
+        rel, weight, cell_term = rel.to(dt), weight.float(), cell_term.to(dt)
+        w_rel = w_rel.to(dt)
+        if gpu:
+            w_rel_t = w_rel.t().expand(b, 2, w_rel.shape[0])
+            if cell_term.shape[1] == 1:
+                # one cell per call: add it to the table once (a contiguous copy of the hidden
+                # channels, far smaller than 4 rows per query) instead of to every gathered row
+                table, cell_term = table + cell_term, None
         w_out = _weights(out_layer, dt)[0].t() if out_layer is not None else None
+        per_query_cell = cell_term is not None and cell_term.shape[1] > 1
         piece = _piece(pre)
         for i in range(0, q, piece):
             sl = slice(i, i + piece)
-            cell_i = None if cell_term is None else cell_term if cell_term.shape[1] == 1 else cell_term[:, sl]
+            cell_i = cell_term[:, sl] if per_query_cell else cell_term
             out = ens[:, sl]  # the ensemble is written in place: no concatenation of pieces
             for k in range(idx.shape[1]):
                 first = (table[0].index_select(0, idx[0, k, sl]).unsqueeze(0) if b == 1
                          else table[b_idx, idx[:, k, sl]])  # (B, n, C)
+                r = rel[:, k, sl]  # (B, n, 2)
                 if gpu:  # the coordinate part of the first layer: one pass, in place
-                    h = first.baddbmm_(rel[:, k, sl].to(dt), w_rel_t)
+                    h = first.baddbmm_(r, w_rel_t)
                 else:  # as two multiply-adds: a K=2 product is slow on a CPU
-                    r = rel[:, k, sl].to(dt).unsqueeze(-1)  # (B, n, 2, 1)
-                    h = first.addcmul_(r[:, :, 0], w_y).addcmul_(r[:, :, 1], w_x)
+                    h = first.addcmul_(r[..., :1], w_rel[:, 0]).addcmul_(r[..., 1:], w_rel[:, 1])
                 if cell_i is not None:
                     h = h.add_(cell_i)
                 n = h.shape[1]
@@ -190,7 +194,7 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
                 if w_out is not None:
                     h = (h @ w_out).float()
                 h = h.view(b, n, -1)
-                wk = weight[:, k, sl].float().unsqueeze(-1)
+                wk = weight[:, k, sl].unsqueeze(-1)
                 if k == 0:
                     torch.mul(h, wk, out=out)
                 else:
@@ -403,10 +407,12 @@ class FastSAIR(nn.Module):
         base = None
         if self.cfg.residual:  # the base colours ride along as the last 3 channels
             base = sample_base(air_pre[:, hidden:].float(), coord, self.cfg.base, origin, size)
-        if _is_rows(air_pre) and _gpu_rows(air_pre):  # the RGB layer inside the ensemble
-            rgb = _ensemble_rows(*args, out_layer=lins[-1]) + lins[-1].bias.float()
-            return rgb if base is None else rgb + base
-        return self._rgb((_ensemble_rows if _is_rows(air_pre) else _ensemble_cf)(*args), base)
+        if not _is_rows(air_pre):
+            return self._rgb(_ensemble_cf(*args), base)
+        if not _gpu_rows(air_pre):
+            return self._rgb(_ensemble_rows(*args), base)
+        rgb = _ensemble_rows(*args, out_layer=lins[-1]) + lins[-1].bias.float()  # RGB per neighbour
+        return rgb if base is None else rgb + base
 
     def _rgb(self, h: Tensor, base: Tensor | None) -> Tensor:
         """AIR's RGB layer (float32) on the ensembled hidden activations ``h (B, H, Q)``, plus the

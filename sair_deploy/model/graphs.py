@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fast import FastSAIR, _rows_here
+from .fast import FastSAIR, _gpu_rows, _rows_here
 from .liif import pixel_centres
 from .sair import SAIR
 
@@ -141,7 +141,7 @@ class TileGraph(nn.Module):
         cols = torch.arange(4 * qw, device=image.device) + ic0
         x = image.index_select(2, rows).index_select(3, cols)
         m = mask.index_select(2, rows).index_select(3, cols)
-        if x.device.type == "cuda" and _rows_here(x):  # cuDNN's NHWC convolutions (tensor cores)
+        if _rows_here(x) and _gpu_rows(x):  # cuDNN's NHWC convolutions (tensor cores)
             x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
         app = self.fast.model.encode_appearance(x, m)
         if self.fast.cfg.residual:  # the base colours ride along as 3 extra channels
