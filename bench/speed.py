@@ -101,7 +101,7 @@ def run_case(args) -> dict:
     from sair_deploy.backends.torch_backend import TorchBackend
     from sair_deploy.coords import cell_for, output_shape
     from sair_deploy.inpainter import Inpainter
-    from sair_deploy.preprocess import semantic_input
+    from sair_deploy.preprocess import semantic_input, semantic_size
     from sair_deploy.model.sair import SAIR
 
     torch.manual_seed(0)
@@ -130,9 +130,11 @@ def run_case(args) -> dict:
 
     g = backend.graphs
     u8 = np.round(image * 255).astype(np.uint8)
-    holes = np.append(np.flatnonzero(mask), h * w).astype(np.int32)
+    holes = torch.from_numpy(np.append(np.flatnonzero(mask), h * w).astype(np.int32))
+    s = cfg.semantic
+    region = torch.tensor([0, h, 0, w, *(n // s.patch_size for n in semantic_size(h, w, s.max_side, s.patch_size))])
     with torch.inference_mode():
-        prepared, pmask = g["prepare"](torch.from_numpy(u8[None]), torch.from_numpy(holes))
+        prepared, pmask = g["prepare"](torch.from_numpy(u8[None]), holes, region)
         if cfg.fill != "zero":
             prepared = g["fill"](prepared, pmask)
     sem_pre = fast._semantic()  # computed once for the image above
@@ -143,11 +145,10 @@ def run_case(args) -> dict:
     app_flop = count_flops(torch, lambda: model.encode_appearance(prepared, pmask))
     enc = app_flop
     if cfg.use_semantic:
-        s = cfg.semantic
         sem_img, sem_valid = semantic_input(image, mask, s.max_side, s.patch_size)
         sem_img = torch.from_numpy(np.round(sem_img * 255).astype(np.uint8)[None])
         sem_valid = torch.from_numpy(np.round(sem_valid * 255).astype(np.uint8)[None])
-        enc += count_flops(torch, lambda: g["semantic"](sem_img, sem_valid))
+        enc += count_flops(torch, lambda: g["semantic"](torch.from_numpy(u8[None]), holes, region))
     res["encoder_gflop"] = enc / 1e9
     pre_per_px = (tile_flop - app_flop) / (h * w)
     blk = 64  # a 64x64 kept window; its queries' neighbours stay inside it

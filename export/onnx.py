@@ -41,14 +41,14 @@ class GraphIO:
 
 
 GRAPH_IO: dict[str, GraphIO] = {
-    "prepare": GraphIO(("image", "holes"), ("prepared", "mask"), ("holes",)),
-    "semantic": GraphIO(("sem_image", "sem_valid"), ("sem_pre",)),
+    "prepare": GraphIO(("image", "holes", "region"), ("prepared", "mask"), ("holes", "region")),
+    "semantic": GraphIO(("image", "holes", "region"), ("sem_pre",), ("holes", "region")),
     "fill": GraphIO(("image", "mask"), ("filled",)),
     "tile": GraphIO(("image", "mask", "sem_pre", "box"), ("air_pre",), ("box",)),
     "tile_nosem": GraphIO(("image", "mask", "box"), ("air_pre",), ("box",)),
     "query": GraphIO(("air_pre", "rect"), ("rgb",), ("rect",)),
     "query_holes": GraphIO(("air_pre", "holes", "span"), ("rgb",), ("holes", "span")),
-    "composite": GraphIO(("image", "holes", "rgb"), ("out",), ("holes",)),
+    "composite": GraphIO(("image", "holes", "rgb", "region"), ("out",), ("holes", "region")),
     "assemble": GraphIO(("rgb", "out_size", "row_edges", "col_edges"), ("out",),
                         ("out_size", "row_edges", "col_edges")),
 }
@@ -86,16 +86,18 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
     """
     g = torch.Generator().manual_seed(seed + 101 * size)
     rand = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
-    ps = cfg.semantic.patch_size
-    if name == "prepare":
-        h, w = 23 + 9 * size, 30 + 5 * size
-        holes = torch.randperm(h * w, generator=g)[: 7 + 3 * size].sort().values
-        return {"image": (rand(1, h, w, 3) * 255).to(torch.uint8),
-                "holes": torch.cat([holes, _i64(h * w)]).to(torch.int32)}
-    if name == "semantic":
-        h, w = ps * (3 + size), ps * (2 + 2 * size)
-        valid = (rand(1, 1, h, w) > 0.3).to(torch.uint8) * 255
-        return {"sem_image": ((rand(1, 3, h, w) * valid).to(torch.uint8)), "sem_valid": valid}
+    if name in ("prepare", "semantic", "composite"):
+        # the whole image, and a region of it (start, size) that holds the holes
+        h, w = 29 + 9 * size, 34 + 5 * size
+        rh, rw = h - 4 - size, w - 3
+        region = _i64(2 + size, rh, 1, rw, 2 + size, 1 + 2 * size)
+        n = 7 + 3 * size
+        holes = torch.randperm(rh * rw, generator=g)[:n].sort().values
+        out = {"image": (rand(1, h, w, 3) * 255).to(torch.uint8),
+               "holes": torch.cat([holes, _i64(rh * rw)]).to(torch.int32)}
+        if name == "composite":
+            out["rgb"] = rand(n, 3) * 1.2 - 0.1
+        return {**out, "region": region}
     if name == "fill":  # the whole region: any size
         h, w = 23 + 9 * size, 30 + 5 * size
         mask = (rand(1, 1, h, w) > 0.6).float()
@@ -131,12 +133,6 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
         holes = torch.cat([rows * rw + cols, _i64((big_h - off_r) * rw)]).to(torch.int32)
         return {"air_pre": air, "holes": holes,
                 "span": _i64(2, 9 + 3 * size, rw, big_h, big_w, off_r, off_c, r0, c0)}
-    if name == "composite":
-        h, w = 23 + 9 * size, 30 + 5 * size
-        holes = torch.randperm(h * w, generator=g)[: 7 + 3 * size]
-        return {"image": (rand(1, h, w, 3) * 255).to(torch.uint8),
-                "holes": torch.cat([holes, _i64(h * w)]).to(torch.int32),
-                "rgb": rand(7 + 3 * size, 3) * 1.2 - 0.1}
     if name == "assemble":
         rows, cols = [0, 5 + size, 9 + 2 * size], [0, 4, 11 + size, 13 + size]
         return {"rgb": rand(rows[-1] * cols[-1], 3) * 1.2 - 0.1, "out_size": _i64(rows[-1], cols[-1]),
@@ -146,18 +142,13 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
 
 def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | None]:
     """``torch.export`` dynamic shapes for graph ``name`` (batch is always 1)."""
-    ps = cfg.semantic.patch_size
     big = 2**31 - 1
-    if name in ("prepare", "composite"):
+    if name in ("prepare", "semantic", "composite"):
         spec = {"image": {1: Dim("image_h", min=2, max=65536), 2: Dim("image_w", min=2, max=65536)},
-                "holes": {0: Dim("n_holes", min=2, max=big)}}
+                "holes": {0: Dim("n_holes", min=2, max=big)}, "region": None}
         if name == "composite":
             spec["rgb"] = {0: Dim("n_rgb", min=1, max=big)}
         return spec
-    if name == "semantic":
-        gh, gw = Dim("sem_grid_h", min=1, max=512), Dim("sem_grid_w", min=1, max=512)
-        spec = {2: ps * gh, 3: ps * gw}
-        return {"sem_image": spec, "sem_valid": spec}
     if name == "fill":
         spec = {2: Dim("image_h", min=1, max=65536), 3: Dim("image_w", min=1, max=65536)}
         return {"image": spec, "mask": spec}

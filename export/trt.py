@@ -61,7 +61,7 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     r, k, sem, o = s["region"], s["keep"], s["semantic"], s["opt_side"]
     pixels = r * r
     holes = ((1,), (o * o // 3 + 1,), (pixels + 1,))  # hole indices + the sentinel
-    u8 = ((1, 1, 1, 3), (1, o, o, 3), (1, r, r, 3))
+    u8 = ((1, 1, 1, 3), (1, o, o, 3), (1, r, r, 3))  # the whole image
     nchw = lambda c, lo: ((1, c, lo, lo), (1, c, o, o), (1, c, r, r))  # noqa: E731
     air = ((1, hid_air, 1, 1), (1, hid_air, k, k), (1, hid_air, k, k))
     out: dict[str, Profile] = {
@@ -78,8 +78,7 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
         out["fill"] = {"image": nchw(3, 4), "mask": nchw(1, 4)}
     if cfg.use_semantic:
         g = sem // ps
-        out["semantic"] = {"sem_image": ((1, 3, ps, ps), (1, 3, sem, sem), (1, 3, sem, sem)),
-                           "sem_valid": ((1, 1, ps, ps), (1, 1, sem, sem), (1, 1, sem, sem))}
+        out["semantic"] = {"image": u8, "holes": holes}
         out["tile"]["sem_pre"] = ((1, hid_sir, 1, 1), (1, hid_sir, g, g), (1, hid_sir, g, g))
     return out
 
@@ -100,8 +99,15 @@ def value_profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profil
     span = ((0, 1, 1, 1, 1, 0, 0, 0, 0),
             (0, min(q, t * t), 1024, 1024, 1024, 0, 0, 0, 0),
             (r * r, r * r + 1, r, big, big, big, big, big, big))
-    return {"tile": {"box": box}, "query": {"rect": rect}, "query_holes": {"span": span},
-            "assemble": {"out_size": ((1, 1), (2048, 2048), (big, big))}}
+    ps, sem = cfg.semantic.patch_size, s["semantic"]
+    g = sem // ps  # the semantic grid, in patches
+    region = ((0, 1, 0, 1, 1, 1), (0, 1024, 0, 1024, g, g), (r, r, r, r, g, g))
+    out = {"prepare": {"region": region}, "composite": {"region": region},
+           "tile": {"box": box}, "query": {"rect": rect}, "query_holes": {"span": span},
+           "assemble": {"out_size": ((1, 1), (2048, 2048), (big, big))}}
+    if cfg.use_semantic:
+        out["semantic"] = {"region": region}
+    return out
 
 
 def check_available() -> tuple[Any, dict[str, str]]:

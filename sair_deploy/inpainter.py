@@ -3,8 +3,8 @@
 Data flows one way: image + mask -> per-image features -> per-tile precompute -> queries ->
 pixels. The host plans with a few integers (the region, its tiles, output rectangles, spans of
 hole pixels); the backend's graphs do all the work on its device. Per image the host uploads the
-8-bit image and the hole indices once (and, for a semantic model, the encoder's 8-bit input) and
-downloads the 8-bit result once; every intermediate stays a device handle.
+8-bit image and the hole indices once and downloads the 8-bit result once; every intermediate
+(the semantic encoder's input too) is made on the device and stays a device handle.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .backends.base import Backend
 from .coords import cell_for, make_coord, output_shape
 from .errors import InputError
-from .preprocess import semantic_input
+from .preprocess import semantic_input, semantic_size
 from .tiling import (
     RuntimePlan,
     Tile,
@@ -56,9 +56,10 @@ class _Region:
     c0: int
     c1: int
     tiles: list[list[Tile]]
-    image: object = None  # device handles: the 8-bit region, the prepared float image and mask
-    holes: object = None  # region-flat hole indices, grouped by tile, then a sentinel
-    prepared: object = None
+    plan: np.ndarray | None = None  # the graphs' ``region`` vector: [r0, rh, c0, rw, gh, gw]
+    source: object = None  # device handles: the 8-bit image the region lies in (see _region);
+    holes: object = None  # region-flat hole indices grouped by tile, then a sentinel;
+    prepared: object = None  # the prepared (filled) float region and its mask
     mask: object = None
     hole_starts: np.ndarray | None = None  # where each tile's holes start in ``holes``
     host_holes: np.ndarray | None = None
@@ -125,6 +126,7 @@ class Inpainter:
         self.mask = np.ascontiguousarray(mask, dtype=bool)
         self.height, self.width = self.mask.shape
         self._regions: dict[str, _Region] = {}
+        self._image_dev = None
         self._sem_pre = None
         self._ref_feats = None
         self._views: dict[tuple[int, ...], Inpainter] = {}
@@ -132,20 +134,22 @@ class Inpainter:
 
     def reset(self) -> None:
         """Let go of the image, its mask and everything computed for them (host and device)."""
-        self.given = self.image = self.mask = None
+        self.given = self.image = self.mask = self._image_dev = None
         self._regions = {}
         self._sem_pre = self._ref_feats = None
         self._views = {}
 
-    def _semantic(self):
-        """SIR's precompute for the whole image, once (``None`` for the LIIF ablation)."""
+    def _image(self):
+        """The whole 8-bit image on the device, uploaded once per image."""
+        if self._image_dev is None:
+            self._image_dev = self.backend.upload(self.image[None])
+        return self._image_dev
+
+    def _semantic(self, reg: _Region):
+        """SIR's precompute for the whole image, once (``None`` for the LIIF ablation); any
+        region's hole list holds every hole, and its source is the whole image."""
         if self._sem_pre is None and self.config.use_semantic:
-            sem = self.config.semantic
-            sem_image, sem_valid = semantic_input(self.image / np.float32(255), self.mask,
-                                                  sem.max_side, sem.patch_size)
-            be = self.backend
-            self._sem_pre = be.run("semantic", be.upload(to_uint8(sem_image)[None]),
-                                   be.upload(to_uint8(sem_valid)[None]))
+            self._sem_pre = self.backend.run("semantic", reg.source, reg.holes, reg.plan)
         return self._sem_pre
 
     def _region(self, kind: str) -> _Region:
@@ -163,9 +167,19 @@ class Inpainter:
         holes, reg.hole_starts = holes_by_tile(self.mask[r0:r1, c0:c1], self.tile)
         reg.host_holes = holes
         sentinel = np.int32((r1 - r0) * (c1 - c0))  # an index past the region: see PrepareGraph
-        reg.image = be.upload(np.ascontiguousarray(self.image[None, r0:r1, c0:c1]))
+        sem = self.config.semantic
+        sem_size = semantic_size(h, w, sem.max_side, sem.patch_size)
+        grid = [n // sem.patch_size for n in sem_size]
+        # What goes up: the semantic encoder reads the whole image, so a semantic model's regions
+        # are windows of it on the device; otherwise only the region (a small hole in a large
+        # photo costs what the hole costs).
+        if self.config.use_semantic:
+            reg.source, origin = self._image(), (r0, c0)
+        else:
+            reg.source, origin = be.upload(np.ascontiguousarray(self.image[None, r0:r1, c0:c1])), (0, 0)
+        reg.plan = np.array([origin[0], r1 - r0, origin[1], c1 - c0, *grid], dtype=np.int64)
         reg.holes = be.upload(np.append(holes, sentinel))
-        reg.prepared, reg.mask = be.run("prepare", reg.image, reg.holes)
+        reg.prepared, reg.mask = be.run("prepare", reg.source, reg.holes, reg.plan)
         if self.config.fill != "zero":
             reg.prepared = be.run("fill", reg.prepared, reg.mask)
         self._regions[kind] = reg
@@ -182,7 +196,7 @@ class Inpainter:
         (ir0, ir1, ic0, ic1), (kr0, kr1, kc0, kc1) = t.inner, t.keep
         box = np.array([ir0, (ir1 - ir0) // 4, ic0, (ic1 - ic0) // 4, kr0, kr1 - kr0, kc0, kc1 - kc0,
                         rh, rw, self.height, self.width, reg.r0, reg.c0], dtype=np.int64)
-        air = self.backend.run("tile", reg.prepared, reg.mask, self._semantic(), box)
+        air = self.backend.run("tile", reg.prepared, reg.mask, self._semantic(reg), box)
         reg.cache[key] = air
         nbytes = self.backend.nbytes
         while len(reg.cache) > 1 and sum(nbytes(a) for a in reg.cache.values()) > self.cache_bytes:
@@ -252,12 +266,12 @@ class Inpainter:
                                  reg.r0 + t.keep[0], reg.c0 + t.keep[2]], dtype=np.int64)
                 be.run_into("query_holes", rgb, a, b - a, air, reg.holes, span)
         if dtype == np.uint8:
-            patch = be.download(be.run("composite", reg.image, reg.holes, rgb))[0]
-            if (rh, rw) == (self.height, self.width):
-                return patch
-            out = self.image.copy()
-            out[reg.r0:reg.r1, reg.c0:reg.c1] = patch
-            return out
+            out = be.download(be.run("composite", reg.source, reg.holes, rgb, reg.plan))[0]
+            if out.shape[:2] == (self.height, self.width):
+                return out
+            whole = self.image.copy()  # only the region comes back
+            whole[reg.r0:reg.r1, reg.c0:reg.c1] = out
+            return whole
         out = self._given_float()
         rows, cols = np.divmod(reg.host_holes, rw)
         out[rows + reg.r0, cols + reg.c0] = be.download(rgb)
@@ -299,7 +313,7 @@ class Inpainter:
             view.given = np.flip(self.given, axes)
             view.image = np.ascontiguousarray(np.flip(self.image, axes))
             view.mask = np.ascontiguousarray(np.flip(self.mask, axes))
-            view._regions, view._sem_pre, view._ref_feats, view._views = {}, None, None, {}
+            view._regions, view._image_dev, view._sem_pre, view._ref_feats, view._views = {}, None, None, None, {}
             self._views[axes] = view
         return self._views[axes]
 

@@ -85,7 +85,8 @@ def test_cli_writes_graphs_and_manifest(export_run, model):
     q = m["graphs"]["query"]
     assert [i["name"] for i in q["inputs"]] == ["air_pre", "rect"]  # coordinates are made inside
     assert q["outputs"][0]["name"] == "rgb" and q["outputs"][0]["dtype"] == "float32"
-    assert [i["dtype"] for i in m["graphs"]["prepare"]["inputs"]] == ["uint8", "int32"]
+    assert [i["dtype"] for i in m["graphs"]["prepare"]["inputs"]] == ["uint8", "int32", "int64"]
+    assert [i["name"] for i in m["graphs"]["semantic"]["inputs"]] == ["image", "holes", "region"]
     assert m["graphs"]["composite"]["outputs"][0]["dtype"] == "uint8"
     assert not list(out.glob("*.data"))  # small models embed their weights
     assert os.stat(out / "query.onnx").st_mode & 0o044  # readable like any new file
@@ -148,10 +149,11 @@ def test_fp32_graphs_at_edge_sizes(export_dir, model):
     cfg = model.cfg
     air = rnd(1, air_channels(cfg), 7, 7)
     cases = [
-        ("semantic", (u8(1, 3, 224, 224), torch.full((1, 1, 224, 224), 255, dtype=torch.uint8))),
-        ("semantic", (u8(1, 3, 16, 16), u8(1, 1, 16, 16))),
-        ("prepare", (u8(1, 1, 1, 3), torch.tensor([0, 1], dtype=torch.int32))),
-        ("prepare", (u8(1, 5, 9, 3), torch.tensor([45], dtype=torch.int32))),  # no hole
+        # no hole, the encoder's largest input from a larger image; one pixel, one hole
+        ("semantic", (u8(1, 300, 260, 3), torch.tensor([78000], dtype=torch.int32), i64(0, 300, 0, 260, 14, 12))),
+        ("semantic", (u8(1, 1, 1, 3), torch.tensor([0, 1], dtype=torch.int32), i64(0, 1, 0, 1, 1, 1))),
+        ("prepare", (u8(1, 1, 1, 3), torch.tensor([0, 1], dtype=torch.int32), i64(0, 1, 0, 1, 1, 1))),
+        ("prepare", (u8(1, 8, 12, 3), torch.tensor([45], dtype=torch.int32), i64(2, 5, 3, 9, 1, 1))),
         ("fill", (rnd(1, 3, 1, 1), torch.zeros(1, 1, 1, 1))),
         ("fill", (rnd(1, 3, 77, 300), (rnd(1, 1, 77, 300) > 0.4).float())),
         ("tile", (rnd(1, 3, 4, 4), torch.zeros(1, 1, 4, 4), rnd(1, cfg.sir.hidden, 1, 1),
@@ -159,7 +161,9 @@ def test_fp32_graphs_at_edge_sizes(export_dir, model):
         ("query", (air, i64(10, 11, 10, 11, 20, 20, 10, 10, 2, 2))),  # one output pixel
         ("query_holes", (air, torch.tensor([47, 100], dtype=torch.int32),
                          i64(0, 1, 10, 10, 10, 0, 0, 2, 2))),  # one hole
-        ("composite", (u8(1, 2, 3, 3), torch.tensor([4, 6], dtype=torch.int32), rnd(1, 3))),
+        ("composite", (u8(1, 2, 3, 3), torch.tensor([4, 6], dtype=torch.int32), rnd(1, 3), i64(0, 2, 0, 3, 1, 1))),
+        ("composite", (u8(1, 4, 5, 3), torch.tensor([0, 5, 6], dtype=torch.int32), rnd(2, 3),  # a window
+                       i64(1, 2, 2, 3, 1, 1))),
         ("assemble", (rnd(6, 3), i64(2, 3), i64(0, 2), i64(0, 3))),
     ]
     for name, args in cases:
@@ -346,16 +350,18 @@ def test_trt_profiles_cover_the_runtime_sizes(tiny_model):
     assert p["tile"]["image"][2] == (1, 3, 4096, 4096)  # a tile reads the prepared region
     assert p["query"]["air_pre"][2] == (1, cfg.air.hidden, 518, 518)  # a core and its margin
     assert p["query_holes"]["holes"][2] == (4096 * 4096 + 1,)  # every pixel, and the sentinel
-    side = p["semantic"]["sem_image"][2][2]
-    assert side % 16 == 0 and side >= cfg.semantic.max_side
-    assert p["tile"]["sem_pre"][2][2:] == (side // 16, side // 16)
+    assert p["semantic"]["image"][2] == (1, 4096, 4096, 3)  # the encoder's input is made in the graph
     for graph in p.values():
         for lo, opt, hi in graph.values():
             assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
     v = value_profiles(cfg, runtime)
-    for graph, plan in (("tile", "box"), ("query", "rect"), ("query_holes", "span"), ("assemble", "out_size")):
+    for graph, plan in (("tile", "box"), ("query", "rect"), ("query_holes", "span"), ("assemble", "out_size"),
+                        ("prepare", "region"), ("semantic", "region"), ("composite", "region")):
         lo, opt, hi = v[graph][plan]
         assert len(lo) == len(opt) == len(hi) and all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+    grid = v["semantic"]["region"][2][4]
+    assert grid * 16 >= cfg.semantic.max_side
+    assert p["tile"]["sem_pre"][2][2:] == (grid, grid)
     assert v["tile"]["box"][2][5] == 518 and v["tile"]["box"][2][1] == 4096 // 4
     pp = profiles(cfg.replace(fill="pushpull", residual=True), runtime)
     assert pp["fill"]["image"][2] == (1, 3, 4096, 4096) and pp["fill"]["mask"][0] == (1, 1, 4, 4)

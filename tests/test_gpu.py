@@ -81,3 +81,36 @@ def test_cuda_graph_calls_do_not_block_the_host(tiny_model):
     image, mask = random_case(64, 80, seed=13)
     for scale in (1.0, 2.0):
         assert np.isfinite(_run(be, image, mask, scale, tile=32)).all()
+
+
+def _onnx_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.skipif(not _onnx_cuda(), reason="needs onnxruntime-gpu")
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_onnx_runtime_cuda_matches_torch(scale):
+    """ONNX Runtime's CUDA provider through IO binding (device handles from graph to graph, query
+    answers written into rows of one device buffer) gives the torch backend's image, on the
+    bundled model and its export; the 8-bit result too."""
+    from sair_deploy.api import DEFAULT_CHECKPOINT, DEFAULT_EXPORT
+    from sair_deploy.backends.onnx_backend import OnnxBackend
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    ort_be = OnnxBackend(DEFAULT_EXPORT, device="cuda", precision="fp32")
+    assert ort_be.name == "onnx-cuda"
+    torch_be = TorchBackend.from_checkpoint(DEFAULT_CHECKPOINT, "cuda")
+    image, mask = random_case(96, 120, seed=17)
+    got = _run(ort_be, image, mask, scale, tile=64)
+    ref = _run(torch_be, image, mask, scale, tile=64)
+    assert np.abs(got - ref).max() <= 2e-3
+    inp = Inpainter(ort_be, tile=64)
+    inp.set_image(image, mask)
+    u8 = inp.inpaint(scale)
+    assert u8.dtype == np.uint8 and np.abs(u8.astype(np.float32) / 255 - ref).max() <= 2 / 255 + 2e-3
+    assert inp.stats["calls"] <= 16

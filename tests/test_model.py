@@ -130,6 +130,37 @@ def test_channels_last_and_channels_first_blocks_answer_alike(residual, gpu_form
 
 
 @pytest.mark.parametrize("gpu_formula", [False, True])
+@pytest.mark.parametrize("base", ["bilinear", "bicubic", "lanczos"])
+def test_query_on_a_grid_equals_query_at_its_coordinates(base, gpu_formula, monkeypatch):
+    """The query graph answers an output rectangle with neighbours and the base's filter taps
+    found per axis (``query_grid``); that equals ``query`` at the rectangle's coordinates, on a
+    block that starts inside a larger image, in both block layouts."""
+    from sair_deploy.model import fast as fast_mod
+    from sair_deploy.model.liif import pixel_centres
+
+    if gpu_formula:
+        monkeypatch.setattr(fast_mod, "_gpu_rows", lambda t: True)
+    model = make_model(use_semantic=True, fill="onion", residual=True, base=base)
+    image, mask, sem_image, sem_valid = _inputs(1, 28, 36)
+    fast = FastSAIR(model)
+    with torch.no_grad():
+        pre = fast.precompute(model.encode(image, mask, sem_image, sem_valid))
+        block = pre[:, :, 6:24, 5:33]  # rows 6.., cols 5.. of the image
+        out_h, out_w = 57, 73  # an odd scale: the rectangle's pixels fall anywhere between latents
+        ys = pixel_centres(torch.tensor(float(out_h)), 20, 21)
+        xs = pixel_centres(torch.tensor(float(out_w)), 17, 39)
+        grid = torch.tensor([28.0, 36.0, 6.0, 5.0])
+        cell = torch.tensor([[[2 / out_h, 2 / out_w]]])
+        coord = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
+        for layout in (block.contiguous(memory_format=torch.channels_last), block.contiguous()):
+            got = fast.query_grid(layout, grid, ys, xs, cell)
+            assert got.shape == (1, 21 * 39, 3)
+            assert torch.allclose(got, fast.query(layout, grid, coord, cell), atol=1e-5)
+        assert torch.allclose(got, model.query(model.encode(image, mask, sem_image, sem_valid), coord, cell),
+                              atol=1e-5)
+
+
+@pytest.mark.parametrize("gpu_formula", [False, True])
 def test_fast_paths_take_a_cell_per_query(gpu_formula, monkeypatch):
     """Training queries each sample at its own scale: a cell per query, not one per call (on the
     rows path too, with a CPU's or a GPU's arithmetic)."""
@@ -264,3 +295,37 @@ def test_onion_fill_keeps_regions_apart_and_known_pixels():
 def test_residual_needs_a_fill():
     with pytest.raises(ValueError, match="pushpull"):
         get_config("sair-tiny").replace(residual=True)
+
+
+@pytest.mark.parametrize("size,region", [((300, 260), (40, 200, 30, 190)), ((20, 37), (0, 20, 0, 37)),
+                                         ((224, 224), (5, 100, 0, 224))])
+def test_the_semantic_graphs_input_is_the_hosts(size, region):
+    """The semantic graph makes the encoder's input on the device from the whole 8-bit image and
+    a region's hole list (``graphs.semantic_pixels``): the pixels ``preprocess.semantic_input``
+    (Pillow, which training uses) makes on the host, to the 8-bit level. Reductions, the
+    rounding to a multiple of the patch size, and an image already the right size."""
+    from skimage import data
+
+    from sair_deploy.model.graphs import semantic_pixels
+
+    h, w = size
+    image = np.ascontiguousarray(data.astronaut()[:h, :w])
+    r0, rh, c0, rw = region
+    mask = np.zeros((h, w), dtype=bool)
+    rng = np.random.default_rng(3)
+    mask[r0:r0 + rh, c0:c0 + rw] = rng.random((rh, rw)) < 0.3
+    mask[r0 + rh // 3:r0 + rh // 2, c0 + rw // 4:c0 + rw // 2] = True
+    sh, sw = semantic_size(h, w, 224, 16)
+    ref_image, ref_valid = semantic_input(image / np.float32(255), mask, 224, 16)
+    holes = np.flatnonzero(mask[r0:r0 + rh, c0:c0 + rw])
+    holes = torch.from_numpy(np.append(holes, rh * rw).astype(np.int32))
+    plan = torch.tensor([r0, rh, c0, rw, sh // 16, sw // 16])
+    got_image, got_valid = semantic_pixels(torch.from_numpy(image[None]), holes, plan, 16)
+    for ref, got in ((ref_image, got_image), (ref_valid, got_valid)):
+        ref = np.round(ref * 255)
+        got = np.round(got[0].numpy() * 255)
+        assert got.shape == ref.shape == (ref.shape[0], sh, sw)
+        # 8-bit pixels averaged land on half levels often; float32 sums here, float64 in Pillow,
+        # so such a tie may round either way (the sums agree to 1e-7)
+        assert np.abs(got - ref).max() <= 1
+        assert (got == ref).mean() > 0.99

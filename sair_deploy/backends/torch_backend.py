@@ -86,7 +86,11 @@ class TorchBackend:
             self.counters.d2h_bytes += handle.nbytes
             if handle.device.type == "meta":
                 return np.zeros(tuple(handle.shape), dtype=_numpy_dtype(handle.dtype))
-            out = handle.cpu().numpy()
+            if handle.is_cuda:  # into pinned memory: a copy to pageable memory runs at a tenth the speed
+                host = self._torch.empty(handle.shape, dtype=handle.dtype, pin_memory=True)
+                out = host.copy_(handle).numpy()
+            else:
+                out = handle.numpy()
             return out.astype(np.float32) if out.dtype == np.float16 else out
 
     def empty(self, rows: int):

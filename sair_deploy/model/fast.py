@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .liif import gather_channels, grid_neighbours, local_neighbours, sample_base, scale_cell, unfold3x3
+from .liif import (gather_channels, grid_neighbours, local_neighbours, sample_base, sample_base_grid, scale_cell,
+                   unfold3x3)
 from .sair import SAIR, Features, pixel_cell
 
 
@@ -395,18 +396,46 @@ class FastSAIR(nn.Module):
         ``air_pre (B, hidden, h, w)`` starts in it. Every neighbour of every query must lie in
         the block; the runtime plans blocks with a margin so that it does.
         """
+        size, origin = grid[:2], grid[2:].long()
+        base = None
+        if self.cfg.residual:  # the base colours ride along as the last 3 channels
+            base = sample_base(self._base(air_pre), coord, self.cfg.base, origin, size)
+        return self._answer(air_pre, origin, size, _neighbour_major(local_neighbours(coord, size)), cell, base)
+
+    def query_grid(self, air_pre: Tensor, grid: Tensor, ys: Tensor, xs: Tensor, cell: Tensor) -> Tensor:
+        """:meth:`query` at the centres of the grid ``ys (kh,) x xs (kw,)`` (row-major), an output
+        rectangle: ``(B, kh*kw, 3)``, the same numbers. The neighbours and the base's filter taps
+        are found per axis (:func:`grid_neighbours`, :func:`sample_base_grid`) instead of per
+        query: the coordinate work of a call shrinks from ``Q`` to ``kh + kw``."""
+        size, origin = grid[:2], grid[2:].long()
+        nb = grid_neighbours(ys, xs, size)
+        kh, kw = ys.shape[0], xs.shape[0]
+        iy, ix = (0, 0, 1, 1), (0, 1, 0, 1)  # local_neighbours' order: 2 * iy + ix
+        per_row = lambda t: torch.stack([t[i] for i in iy])[:, :, None].expand(4, kh, kw)  # noqa: E731
+        per_col = lambda t: torch.stack([t[i] for i in ix])[:, None, :].expand(4, kh, kw)  # noqa: E731
+        row = per_row(nb.rows).reshape(1, 4, kh * kw)
+        col = per_col(nb.cols).reshape(1, 4, kh * kw)
+        rel = torch.stack([per_row(nb.rel_rows), per_col(nb.rel_cols)], dim=-1).reshape(1, 4, kh * kw, 2)
+        base = None
+        if self.cfg.residual:
+            base = sample_base_grid(self._base(air_pre), ys, xs, self.cfg.base, origin, size)
+        return self._answer(air_pre, origin, size, (row, col, rel, nb.weight.unsqueeze(0)), cell, base)
+
+    def _base(self, air_pre: Tensor) -> Tensor:
+        """A residual block's base colours, its last 3 channels, in float32."""
+        return air_pre[:, air_pre.shape[1] - 3:].float()
+
+    def _answer(self, air_pre: Tensor, origin: Tensor, size: Tensor, nb: tuple[Tensor, Tensor, Tensor, Tensor],
+                cell: Tensor, base: Tensor | None) -> Tensor:
+        """AIR's MLP, ensembled, at queries whose neighbours ``nb`` (neighbour-major: see
+        :func:`_neighbour_major`) lie in the block ``air_pre`` starting at ``origin``; plus the
+        base already sampled there. ``(B, Q, 3)``."""
         _, _, w_rel, w_cell, _ = self._air_first()
-        size = grid[:2]
-        nb = local_neighbours(coord, size)
-        row, col, rel, weight = _neighbour_major(nb)
-        origin = grid[2:].long()
+        row, col, rel, weight = nb
         hidden = air_pre.shape[1] - (3 if self.cfg.residual else 0)
         lins = self.model.air.mlp.linears
         args = (air_pre, row - origin[0], col - origin[1], rel, weight, w_rel,
                 scale_cell(cell, size) @ w_cell.T, lins[1:-1], hidden)
-        base = None
-        if self.cfg.residual:  # the base colours ride along as the last 3 channels
-            base = sample_base(air_pre[:, hidden:].float(), coord, self.cfg.base, origin, size)
         if not _is_rows(air_pre):
             return self._rgb(_ensemble_cf(*args), base)
         if not _gpu_rows(air_pre):

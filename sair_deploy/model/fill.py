@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import FILLS  # noqa: F401  (re-exported: the names fill_holes takes)
+from .liif import on_device
 
 
 def fill_holes(kind: str, image: Tensor, mask: Tensor) -> Tensor:
@@ -103,7 +104,7 @@ def _sum3x3(x: Tensor) -> Tensor:
 
 def _stencil(rows: list[list[float]], like: Tensor) -> Tensor:
     """A depthwise convolution kernel ``(C, 1, k, k)`` applying ``rows`` to each channel of ``like``."""
-    k = torch.tensor(rows, dtype=like.dtype, device=like.device)
+    k = on_device(torch.tensor(rows, dtype=like.dtype), like)
     return k.expand(like.shape[1], 1, *k.shape).contiguous()
 
 

@@ -6,7 +6,9 @@ indices, the semantic encoder's 8-bit input) or what another graph produced, plu
 that say *what* to compute (a tile's windows, an output rectangle, a span of holes). Coordinates
 are made inside the graphs from those integers, so no coordinate array ever crosses to the device.
 
-Per image: ``prepare`` (and ``fill`` for a fill model, ``semantic`` for a semantic one); per
+The host uploads the 8-bit image once (for a model without the semantic branch only the region
+around the holes) and the region's hole indices once. Per image:
+``prepare`` (and ``fill`` for a fill model, ``semantic`` for a semantic one); per
 tile: ``tile`` (AppEncoder + AIR's precompute on the tile); per call: ``query`` (a rectangle of
 output pixels) or ``query_holes`` (a span of the hole pixels, scale 1); once at the end:
 ``composite`` (scale 1: the holes written into the 8-bit image) or ``assemble`` (scale > 1: the
@@ -14,6 +16,10 @@ tiles' answers laid out as the 8-bit output image).
 
 Integer vectors (int64):
 
+* ``region`` (prepare, semantic, composite): ``[r0, rh, c0, rw, gh, gw]``: the window of the
+  uploaded image the hole list and the tiles refer to (start, size) and the semantic encoder's input size
+  in patches (:func:`sair_deploy.preprocess.semantic_size` over the patch size; prepare and
+  composite ignore it).
 * ``box`` (tile): ``[ir0, ih/4, ic0, iw/4, kr0, kh, kc0, kw, rh, rw, H, W, off_r, off_c]``: the
   encoder's window (start, size in units of 4) and the kept window (start, size) in region
   pixels, the region's true size, the full image's size and where the region starts in it.
@@ -33,13 +39,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fast import FastSAIR, _gpu_rows, _rows_here
-from .liif import pixel_centres
+from .liif import on_device, pixel_centres
 from .sair import SAIR
 
 
 # Inputs that are plan vectors (a few integers the host hands every call; TensorRT reads them on
 # the host as shape tensors). Every other input is a device array.
-PLAN_INPUTS = frozenset({"box", "rect", "span", "out_size"})
+PLAN_INPUTS = frozenset({"region", "box", "rect", "span", "out_size"})
 
 
 def _ints(v: Tensor, n: int) -> list:
@@ -52,9 +58,8 @@ def _ints(v: Tensor, n: int) -> list:
 
 def _plan_floats(v: Tensor, like: Tensor) -> Tensor:
     """Plan numbers ``v`` (a host int64 vector) as float32 on ``like``'s device, without making the
-    host wait: torch synchronises the stream after a blocking host-to-device copy, so one per graph
-    call would drain the GPU's queue each time instead of letting the host queue the next call."""
-    return v.to(like.device, non_blocking=True).to(torch.float32)
+    host wait (:func:`~sair_deploy.model.liif.on_device`)."""
+    return on_device(v, like).to(torch.float32)
 
 
 def to_unit(image_u8: Tensor) -> Tensor:
@@ -67,17 +72,39 @@ def to_u8(rgb: Tensor) -> Tensor:
     return torch.round(rgb.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
 
-class PrepareGraph(nn.Module):
-    """``image (1,h,w,3) uint8``, ``holes (N+1,) int32`` (region-flat hole indices, then one
-    sentinel ``h*w``) -> ``image (1,3,hp,wp)`` in [0,1] and ``mask (1,1,hp,wp)`` (1 = hole), both
-    padded symmetrically at the bottom and right to multiples of 4 (the AppEncoder's stride)."""
+def _window(image: Tensor, region: Tensor) -> Tensor:
+    """The ``region`` window ``(1, rh, rw, C)`` of an ``image (1, H, W, C)`` (float: TensorRT
+    takes 8-bit tensors only as a network's inputs and outputs)."""
+    r0, rh, c0, rw = _ints(region, 4)
+    torch._check(rh >= 1)
+    torch._check(rw >= 1)
+    rows = torch.arange(rh, device=image.device) + r0
+    cols = torch.arange(rw, device=image.device) + c0
+    return image.index_select(1, rows).index_select(2, cols)
 
-    def forward(self, image: Tensor, holes: Tensor) -> tuple[Tensor, Tensor]:
-        _, h, w, _ = image.shape
+
+def _image_flat(holes: Tensor, region: Tensor, height, width) -> Tensor:
+    """Region-flat hole indices (the sentinel last) as indices of the whole ``height x width``
+    image, the sentinel as ``height * width``."""
+    idx = holes.long()
+    r = torch.div(idx, region[3], rounding_mode="trunc")  # indices are >= 0: no floor fix-ups
+    flat = (r + region[0]) * width + (idx - r * region[3] + region[2])
+    return torch.where(idx < region[1] * region[3], flat, torch.full_like(flat, height * width))
+
+
+class PrepareGraph(nn.Module):
+    """``image (1,H,W,3) uint8`` (the uploaded image), ``holes (N+1,) int32`` (region-flat hole
+    indices, then one sentinel ``rh*rw``), ``region`` -> the region's ``image (1,3,hp,wp)`` in
+    [0,1] and ``mask (1,1,hp,wp)`` (1 = hole), both padded symmetrically at the bottom and right
+    to multiples of 4 (the AppEncoder's stride)."""
+
+    def forward(self, image: Tensor, holes: Tensor, region: Tensor) -> tuple[Tensor, Tensor]:
+        x = _window(to_unit(image), region)
+        _, h, w, _ = x.shape
         flat = torch.zeros(h * w + 1, dtype=torch.float32, device=image.device)
         flat = flat.index_put((holes.long(),), torch.ones_like(holes, dtype=torch.float32))
         mask = flat[: h * w].reshape(1, 1, h, w)
-        x = to_unit(image).permute(0, 3, 1, 2)
+        x = x.permute(0, 3, 1, 2)
         rows = _symmetric(h, (-h) % 4, image.device)
         cols = _symmetric(w, (-w) % 4, image.device)
         x = x.index_select(2, rows).index_select(3, cols)
@@ -93,16 +120,55 @@ def _symmetric(n, pad, device) -> Tensor:
     return torch.where(i < n, i, back)
 
 
+def resize_weights(n_in, n_out, like: Tensor) -> Tensor:
+    """``(n_out, n_in)``: Pillow's ``BILINEAR`` resize of an axis as a matrix (a triangle filter
+    stretched by the reduction factor, so a reduction averages every pixel it covers; rows
+    normalised to sum to 1). Dense: the encoder's input is a few hundred pixels a side."""
+    n_in_f, n_out_f = _as_float(n_in, like), _as_float(n_out, like)
+    scale = n_in_f / n_out_f
+    support = torch.clamp(scale, min=1.0)
+    centre = (torch.arange(n_out, device=like.device).to(torch.float32) + 0.5) * scale
+    x = torch.arange(n_in, device=like.device).to(torch.float32) + 0.5
+    w = torch.relu(1.0 - (x[None, :] - centre[:, None]).abs() / support)
+    return w / w.sum(dim=1, keepdim=True)
+
+
+def _as_float(n, like: Tensor) -> Tensor:
+    return like.new_ones(()) * n
+
+
+def semantic_pixels(image: Tensor, holes: Tensor, region: Tensor, patch: int) -> tuple[Tensor, Tensor]:
+    """The in-graph twin of :func:`sair_deploy.preprocess.semantic_input` (which training uses):
+    the whole 8-bit ``image (1,H,W,3)`` with its holes black and its known fraction, resized to
+    ``region[4:6]`` patches of ``patch`` pixels as Pillow resizes them and rounded to 8 bits as the
+    host did, in [0, 1]: ``sem_image (1,3,sh,sw)``, ``sem_valid (1,1,sh,sw)``."""
+    _, h, w, _ = image.shape
+    gh, gw = _ints(region[4:6], 2)
+    torch._check(gh >= 1)
+    torch._check(gw >= 1)
+    sh, sw = patch * gh, patch * gw
+    flat = torch.ones(h * w + 1, dtype=torch.float32, device=image.device)
+    idx = _image_flat(holes, region, h, w)
+    valid = flat.index_put((idx,), torch.zeros_like(idx, dtype=torch.float32))[: h * w].reshape(1, h, w, 1)
+    planes = torch.cat([to_unit(image) * valid, valid], dim=3).permute(0, 3, 1, 2)  # (1, 4, H, W)
+    # columns, then rows, as Pillow does (its intermediate image is float32 too)
+    small = resize_weights(h, sh, planes) @ (planes @ resize_weights(w, sw, planes).t())
+    small = torch.round(small.clamp(0.0, 1.0) * 255.0) / 255.0
+    return small[:, :3], small[:, 3:]
+
+
 class SemanticGraph(nn.Module):
-    """``sem_image (1,3,sh,sw) uint8`` (holes black), ``sem_valid (1,1,sh,sw) uint8`` (known
-    fraction) -> ``sem_pre (1,hidden_sir,sh/16,sw/16)``."""
+    """``image (1,H,W,3) uint8`` (the whole image), ``holes``, ``region`` (see :class:`PrepareGraph`) ->
+    ``sem_pre (1,hidden_sir,gh,gw)``: the encoder's input made in the graph
+    (:func:`semantic_pixels`), the semantic encoder, SIR's precomputed first layer."""
 
     def __init__(self, model: SAIR):
         super().__init__()
         self.fast = FastSAIR(model)
 
-    def forward(self, sem_image: Tensor, sem_valid: Tensor) -> Tensor:
-        emb, holes = self.fast.model.encode_semantic(to_unit(sem_image), to_unit(sem_valid))
+    def forward(self, image: Tensor, holes: Tensor, region: Tensor) -> Tensor:
+        patch = self.fast.cfg.semantic.patch_size
+        emb, holes = self.fast.model.encode_semantic(*semantic_pixels(image, holes, region, patch))
         return self.fast.semantic_precompute(emb, holes)
 
 
@@ -184,10 +250,9 @@ class QueryGraph(nn.Module):
         out_size = _plan_floats(rect[4:6], air_pre)
         ys = pixel_centres(out_size[0], rect[0], oy1 - oy0)
         xs = pixel_centres(out_size[1], rect[2], ox1 - ox0)
-        coord = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2)
         grid = _plan_floats(rect[6:10], air_pre)
         cell = (2.0 / out_size).reshape(1, 1, 2)
-        return self.fast.query(air_pre, grid, coord, cell).clamp(0.0, 1.0)
+        return self.fast.query_grid(air_pre, grid, ys, xs, cell).clamp(0.0, 1.0)
 
 
 class QueryHolesGraph(nn.Module):
@@ -216,16 +281,17 @@ class QueryHolesGraph(nn.Module):
 
 
 class CompositeGraph(nn.Module):
-    """Scale 1: ``image (1,h,w,3) uint8`` with its holes replaced by ``rgb (N,3)`` at
-    ``holes (N+1,)`` (the sentinel last) -> ``out (1,h,w,3) uint8``; known pixels untouched."""
+    """Scale 1: the region of the uploaded ``image (1,H,W,3) uint8`` with its holes replaced by
+    ``rgb (N,3)`` at ``holes (N+1,)`` (region-flat, the sentinel last; ``region`` as
+    :class:`PrepareGraph`) -> ``out (1,rh,rw,3) uint8``; known pixels untouched."""
 
-    def forward(self, image: Tensor, holes: Tensor, rgb: Tensor) -> Tensor:
+    def forward(self, image: Tensor, holes: Tensor, rgb: Tensor, region: Tensor) -> Tensor:
         _, h, w, _ = image.shape
         # in float until the output: TensorRT takes 8-bit tensors only as inputs and outputs
         flat = torch.cat([image.to(torch.float32).reshape(h * w, 3), rgb.new_zeros(1, 3)])
         values = torch.cat([torch.round(rgb.clamp(0.0, 1.0) * 255.0), rgb.new_zeros(1, 3)])
-        flat = flat.index_put((holes.long(),), values)
-        return flat[: h * w].reshape(1, h, w, 3).to(torch.uint8)
+        flat = flat.index_put((_image_flat(holes, region, h, w),), values)
+        return _window(flat[: h * w].reshape(1, h, w, 3), region).to(torch.uint8)
 
 
 class AssembleGraph(nn.Module):

@@ -17,6 +17,7 @@ from .air import AIR
 from .appearance import AppEncoder
 from .config import SAIRConfig
 from .fill import fill_holes
+from .liif import on_device
 from .semantic import SemanticEncoder
 from .sir import SIR
 
@@ -32,7 +33,7 @@ class Features(NamedTuple):
 
 def pixel_cell(height: int, width: int, like: Tensor) -> Tensor:
     """The cell of the input pixel grid, ``(1, 1, 2)``: SIR is read at input pixel centres."""
-    return torch.tensor([[[2.0 / height, 2.0 / width]]], dtype=like.dtype, device=like.device)
+    return on_device(torch.tensor([[[2.0 / height, 2.0 / width]]], dtype=like.dtype), like)
 
 
 class SAIR(nn.Module):

@@ -192,8 +192,8 @@ class SemanticEncoder(nn.Module):
         """CLS + patch positional embeddings for a ``gh x gw`` grid (bicubic when not native)."""
         pos = self.visual.positional_embedding
         n = self.cfg.native_grid
-        if (gh, gw) == (n, n):
-            return pos
+        if not torch.compiler.is_exporting() and (gh, gw) == (n, n):
+            return pos  # exported, the grid is a plan number: resized always (at n x n, exactly)
         grid = pos[1:].reshape(1, n, n, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
         return torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(gh * gw, -1)], dim=0)
