@@ -2,6 +2,7 @@
 
     python bench/gpu.py                      # paper widths (sair-b16), random weights, 512/1024, scales 1, 2
     python bench/gpu.py --export DIR         # add ONNX Runtime CUDA (IO binding) for an export directory
+    python bench/gpu.py --checkpoint CKPT --export DIR   # torch and ONNX Runtime on the same trained model
 
 Prints a Markdown table: ms per image end to end (median of --repeat after a warm-up on the same
 size), then a second, synchronised pass that attributes time to each graph (the stages), with the
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0])
     ap.add_argument("--export", help="an export directory, to add ONNX Runtime CUDA rows")
+    ap.add_argument("--checkpoint", help="the torch rows' model (default: --config, random weights)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script (tiny sizes)")
     ap.add_argument("--no-channels-first", action="store_true",
@@ -71,8 +73,12 @@ def main() -> None:
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True
-    cfg = random_config(args.config)
-    model = SAIR(cfg).eval()
+    if args.checkpoint:
+        from sair_deploy.model.checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.checkpoint).eval()
+    else:
+        model = SAIR(random_config(args.config)).eval()
     # (label, backend, rows path on): the channels-first turn is the previous design, for comparison
     backends = [(None, TorchBackend(model, args.device), True)]
     if args.device == "cuda":
@@ -86,7 +92,7 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"(onnx cuda: {exc})")
     card = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print(f"{card}, torch {torch.__version__}, config {args.config}\n")
+    print(f"{card}, torch {torch.__version__}, model {args.checkpoint or args.config + ' (random weights)'}\n")
     print("| input | scale | backend | ms / image | calls | MB to device | MB back | host glue ms | "
           "stages (ms, synchronised pass) |")
     print("|---|---|---|---|---|---|---|---|---|")
