@@ -44,8 +44,8 @@ def main() -> None:
     import torch.nn.functional as F
     from torch.export import Dim
 
-    from sair_deploy.model.graphs import QueryGraph, _ints, _plan_floats
-    from sair_deploy.model.liif import grid_neighbours, pixel_centres, scale_cell
+    from sair_deploy.model.graphs import QueryGraph, output_grid
+    from sair_deploy.model.liif import grid_neighbours, scale_cell
     from sair_deploy.model.sair import SAIR
     from sair_export.onnx import export_graph, save_model
 
@@ -59,18 +59,12 @@ def main() -> None:
         """``QueryGraph`` over a block given as rows ``(1, h, w, C)`` (no residual base)."""
 
         def forward(self, air_pre, rect):
-            oy0, oy1, ox0, ox1 = _ints(rect, 4)
-            torch._check(oy1 > oy0)
-            torch._check(ox1 > ox0)
-            out_size = _plan_floats(rect[4:6], air_pre)
-            ys = pixel_centres(out_size[0], rect[0], oy1 - oy0)
-            xs = pixel_centres(out_size[1], rect[2], ox1 - ox0)
-            grid = _plan_floats(rect[6:10], air_pre)
+            grid, ys, xs, cell = output_grid(rect, air_pre)
             size, origin = grid[:2], grid[2:].long()
             nb = grid_neighbours(ys, xs, size)
             _, _, w_rel, w_cell, _ = self.fast._air_first()
             lins = self.fast.model.air.mlp.linears
-            cell_term = scale_cell((2.0 / out_size).reshape(1, 2), size) @ w_cell.T
+            cell_term = scale_cell(cell[0], size) @ w_cell.T
             _, h, w, c = air_pre.shape
             table = air_pre.reshape(h * w, c)
             kh, kw = ys.shape[0], xs.shape[0]

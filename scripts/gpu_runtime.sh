@@ -24,10 +24,6 @@ RES=${OUT:-/tmp/out}
 mkdir -p "$RES"
 DEV=${DEVICE:-cuda}
 export PYTHONUNBUFFERED=1
-SHIM=$(mktemp -d)
-ln -s "$PWD/train" "$SHIM/sair_train"
-ln -s "$PWD/export" "$SHIM/sair_export"
-ln -s "$PWD/sair_deploy" "$SHIM/sair_deploy"
 ORT_TAR=${ORT_TAR:-/tmp/ort.tar.zst}
 if [ -f "$ORT_TAR" ]; then
   mkdir -p /tmp/ortsite
@@ -37,8 +33,7 @@ with pa.input_stream(sys.argv[1], compression='zstd') as f:
     tarfile.open(fileobj=f, mode='r|').extractall('/tmp/ortsite')" "$ORT_TAR"
   export PYTHONPATH="/tmp/ortsite${PYTHONPATH:+:$PYTHONPATH}"
 fi
-[ -d .gpu/site ] && export PYTHONPATH="$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/device_env.sh
 BUNDLE=sair_deploy/assets/sair-small-demo.safetensors
 EXPORT=sair_deploy/assets/sair-small-demo-onnx
 

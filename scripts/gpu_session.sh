@@ -27,12 +27,7 @@ LIM=()
 export PYTHONUNBUFFERED=1
 LOG="$RES/session.txt"
 
-SHIM=$(mktemp -d)
-ln -s "$PWD/train" "$SHIM/sair_train"
-ln -s "$PWD/export" "$SHIM/sair_export"
-ln -s "$PWD/sair_deploy" "$SHIM/sair_deploy"
-[ -d .gpu/site ] && export PYTHONPATH="$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/device_env.sh
 EVAL=(python3 -m sair_train.evaluate)
 
 step() { echo; echo "== $* ($(date +%T))"; }

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fast import FastSAIR, _gpu_rows, _rows_here
-from .liif import on_device, pixel_centres
+from .liif import grid_size, on_device, pixel_centres
 from .sair import SAIR
 
 
@@ -83,13 +83,19 @@ def _window(image: Tensor, region: Tensor) -> Tensor:
     return image.index_select(1, rows).index_select(2, cols)
 
 
+def _unflatten(idx: Tensor, rw, r0, c0) -> tuple[Tensor, Tensor]:
+    """Region-flat pixel indices ``idx`` (int64, >= 0) of a region ``rw`` wide starting at row
+    ``r0``, column ``c0`` of the image: the image rows and columns."""
+    r = torch.div(idx, rw, rounding_mode="trunc")  # indices are >= 0: no floor fix-ups
+    return r + r0, idx - r * rw + c0
+
+
 def _image_flat(holes: Tensor, region: Tensor, height, width) -> Tensor:
     """Region-flat hole indices (the sentinel last) as indices of the whole ``height x width``
     image, the sentinel as ``height * width``."""
     idx = holes.long()
-    r = torch.div(idx, region[3], rounding_mode="trunc")  # indices are >= 0: no floor fix-ups
-    flat = (r + region[0]) * width + (idx - r * region[3] + region[2])
-    return torch.where(idx < region[1] * region[3], flat, torch.full_like(flat, height * width))
+    rows, cols = _unflatten(idx, region[3], region[0], region[2])
+    return torch.where(idx < region[1] * region[3], rows * width + cols, torch.full_like(idx, height * width))
 
 
 class PrepareGraph(nn.Module):
@@ -124,17 +130,13 @@ def resize_weights(n_in, n_out, like: Tensor) -> Tensor:
     """``(n_out, n_in)``: Pillow's ``BILINEAR`` resize of an axis as a matrix (a triangle filter
     stretched by the reduction factor, so a reduction averages every pixel it covers; rows
     normalised to sum to 1). Dense: the encoder's input is a few hundred pixels a side."""
-    n_in_f, n_out_f = _as_float(n_in, like), _as_float(n_out, like)
-    scale = n_in_f / n_out_f
+    sizes = grid_size((n_in, n_out), like)
+    scale = sizes[0] / sizes[1]
     support = torch.clamp(scale, min=1.0)
     centre = (torch.arange(n_out, device=like.device).to(torch.float32) + 0.5) * scale
     x = torch.arange(n_in, device=like.device).to(torch.float32) + 0.5
     w = torch.relu(1.0 - (x[None, :] - centre[:, None]).abs() / support)
     return w / w.sum(dim=1, keepdim=True)
-
-
-def _as_float(n, like: Tensor) -> Tensor:
-    return like.new_ones(()) * n
 
 
 def semantic_pixels(image: Tensor, holes: Tensor, region: Tensor, patch: int) -> tuple[Tensor, Tensor]:
@@ -235,6 +237,19 @@ class TileGraphNoSemantic(TileGraph):
         return super().forward(image, mask, None, box)
 
 
+def output_grid(rect: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """What a ``rect`` plan vector asks for, on ``like``'s device: the block's ``grid = [H, W,
+    row0, col0]``, the centres ``ys``, ``xs`` of the output rows and columns it answers, and the
+    output pixel's ``cell``."""
+    oy0, oy1, ox0, ox1 = _ints(rect, 4)
+    torch._check(oy1 > oy0)
+    torch._check(ox1 > ox0)
+    out_size = _plan_floats(rect[4:6], like)
+    ys = pixel_centres(out_size[0], rect[0], oy1 - oy0)
+    xs = pixel_centres(out_size[1], rect[2], ox1 - ox0)
+    return _plan_floats(rect[6:10], like), ys, xs, (2.0 / out_size).reshape(1, 1, 2)
+
+
 class QueryGraph(nn.Module):
     """RGB, clipped to [0, 1], of output rows ``rect[0]..rect[1]-1`` x cols ``rect[2]..rect[3]-1``
     of an ``OH x OW`` rendering -> ``rgb (1, rows*cols, 3)`` (row-major)."""
@@ -244,15 +259,7 @@ class QueryGraph(nn.Module):
         self.fast = FastSAIR(model)
 
     def forward(self, air_pre: Tensor, rect: Tensor) -> Tensor:
-        oy0, oy1, ox0, ox1 = _ints(rect, 4)
-        torch._check(oy1 > oy0)
-        torch._check(ox1 > ox0)
-        out_size = _plan_floats(rect[4:6], air_pre)
-        ys = pixel_centres(out_size[0], rect[0], oy1 - oy0)
-        xs = pixel_centres(out_size[1], rect[2], ox1 - ox0)
-        grid = _plan_floats(rect[6:10], air_pre)
-        cell = (2.0 / out_size).reshape(1, 1, 2)
-        return self.fast.query_grid(air_pre, grid, ys, xs, cell).clamp(0.0, 1.0)
+        return self.fast.query_grid(air_pre, *output_grid(rect, air_pre)).clamp(0.0, 1.0)
 
 
 class QueryHolesGraph(nn.Module):
@@ -267,12 +274,8 @@ class QueryHolesGraph(nn.Module):
         s, e = _ints(span, 2)
         torch._check(e > s)
         torch._check(e <= holes.shape[0])
-        idx = holes[s:e].long()
-        rw = span[2]
         size = _plan_floats(span[3:5], air_pre)
-        r = torch.div(idx, rw, rounding_mode="trunc")  # indices are >= 0: no floor fix-ups
-        rows = (r + span[5]).to(torch.float32)
-        cols = (idx - r * rw + span[6]).to(torch.float32)
+        rows, cols = (v.to(torch.float32) for v in _unflatten(holes[s:e].long(), span[2], span[5], span[6]))
         coord = torch.stack([-1.0 + (2.0 * rows + 1.0) / size[0],
                              -1.0 + (2.0 * cols + 1.0) / size[1]], dim=-1).unsqueeze(0)
         grid = torch.cat([size, _plan_floats(span[7:9], air_pre)])
@@ -286,12 +289,13 @@ class CompositeGraph(nn.Module):
     :class:`PrepareGraph`) -> ``out (1,rh,rw,3) uint8``; known pixels untouched."""
 
     def forward(self, image: Tensor, holes: Tensor, rgb: Tensor, region: Tensor) -> Tensor:
-        _, h, w, _ = image.shape
         # in float until the output: TensorRT takes 8-bit tensors only as inputs and outputs
-        flat = torch.cat([image.to(torch.float32).reshape(h * w, 3), rgb.new_zeros(1, 3)])
+        patch = _window(image.to(torch.float32), region)  # the region only: the holes lie in it
+        _, h, w, _ = patch.shape
+        flat = torch.cat([patch.reshape(h * w, 3), rgb.new_zeros(1, 3)])
         values = torch.cat([torch.round(rgb.clamp(0.0, 1.0) * 255.0), rgb.new_zeros(1, 3)])
-        flat = flat.index_put((_image_flat(holes, region, h, w),), values)
-        return _window(flat[: h * w].reshape(1, h, w, 3), region).to(torch.uint8)
+        flat = flat.index_put((holes.long(),), values)
+        return flat[: h * w].reshape(1, h, w, 3).to(torch.uint8)
 
 
 class AssembleGraph(nn.Module):
