@@ -1,5 +1,6 @@
 """Shapes of every module; encode once / query many; fast path == literal path; checkpoints."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -329,3 +330,25 @@ def test_the_semantic_graphs_input_is_the_hosts(size, region):
         # so such a tie may round either way (the sums agree to 1e-7)
         assert np.abs(got - ref).max() <= 1
         assert (got == ref).mean() > 0.99
+
+
+def test_for_inference_folds_batchnorm_and_leaves_the_model_alone():
+    """The torch backend's graphs run ``SAIR.for_inference()``: BatchNorms folded into the
+    convolutions before them, the same features; the model itself keeps its norms and weights."""
+    from sair_deploy.model.appearance import fold_batchnorm
+
+    model = make_model(seed=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    infer = model.for_inference()
+    folded = infer.app_encoder
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.app_encoder.modules()) == 2 * model.cfg.app.res_blocks
+    assert infer.air is model.air and infer.app_encoder is not model.app_encoder
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    image, mask = torch.rand(2, 3, 32, 40), (torch.rand(2, 1, 32, 40) > 0.7).float()
+    with torch.no_grad():
+        ref, out = model.app_encoder(image, mask), folded(image, mask)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-4)
+    # instance norm has nothing to fold
+    inst = AppEncoder(dataclasses.replace(get_config("sair-tiny").app, norm="instance"))
+    assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in fold_batchnorm(inst).modules()) == 2 * inst.cfg.res_blocks

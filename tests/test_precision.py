@@ -254,3 +254,38 @@ def test_cli_precision_errors_are_one_line(checkpoint, tmp_path):
     res = CliRunner().invoke(cli, [str(tmp_path / "i.png"), str(tmp_path / "m.png"), "--model",
                                    str(checkpoint), "--precision", "fp32", "-o", str(tmp_path / "o.png")])
     assert res.exit_code == 0 and "[torch, fp32]" in res.output
+
+
+def test_torch_cpu_backend_keeps_freed_memory(monkeypatch):
+    """glibc's malloc is told to keep freed blocks, so a loop of query-sized products stops
+    faulting in fresh pages; unless the user set its thresholds; elsewhere nothing happens."""
+    import platform
+    import subprocess
+    import sys
+
+    from sair_deploy.backends.torch_backend import keep_freed_memory
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    if not glibc:
+        assert keep_freed_memory() is False
+        return
+    loop = """
+import resource, sys, torch
+from sair_deploy.backends.torch_backend import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+x, w = torch.randn(4096, 256), torch.randn(256, 256)
+for i in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for j in range(4):
+        h = torch.relu(x @ w)
+        h2 = (h @ w).float()
+        h3 = h2 * 2
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = {how: int(subprocess.run([sys.executable, "-c", loop, how], capture_output=True, text=True,
+                                      check=True).stdout.split()[-1]) for how in ("keep", "default")}
+    assert faults["keep"] < 100 < faults["default"], faults

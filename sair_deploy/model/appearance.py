@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -64,4 +66,33 @@ class AppEncoder(nn.Module):
         x = image * 2 - 1
         if self.zero_holes:
             x = x * (1 - mask)  # holes read as 0 (mid grey)
-        return self.net(torch.cat([x, mask], dim=1))
+        x = torch.cat([x, mask], dim=1)
+        if image.is_contiguous(memory_format=torch.channels_last) and not image.is_contiguous():
+            # the caller asked for channels last (the runtime on a CPU or GPU: oneDNN's and
+            # cuDNN's convolutions run without reordering their input and output); cat forgets it
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+
+def fold_batchnorm(encoder: AppEncoder) -> AppEncoder:
+    """A copy of an AppEncoder in eval mode with each BatchNorm folded into the convolution before
+    it (the same affine map, ``W * s`` and ``(b - mean) * s + beta`` with ``s = gamma / std``):
+    inference without the norms' passes over the features, and under bfloat16 autocast without
+    the casts around each of them (norms run in float32 there). Other norms are kept as they are.
+    """
+    folded = copy.deepcopy(encoder).eval()
+    for block in folded.net:
+        if not isinstance(block, ResBlock):
+            continue
+        body = block.body
+        for i in range(len(body) - 1):
+            conv, norm = body[i], body[i + 1]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
+                continue
+            with torch.no_grad():
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                conv.weight.mul_(scale[:, None, None, None])
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+                conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias)
+            body[i + 1] = nn.Identity()
+    return folded

@@ -12,7 +12,7 @@ Three exact rewrites (paper notation, ``W1 = [W_z | W_s | W_rel | W_cell]`` a fi
 * ``S(x_q)`` is read at input pixel centres, which do not depend on the output scale: the whole
   semantic term of AIR's first layer is a per-pixel map, computed once per image.
 
-Data flows ``semantic_precompute -> appearance_precompute -> query``; the runtime calls these on
+Data flows ``semantic_precompute -> appearance_precompute (+ the semantic term) -> query``; the runtime calls these on
 blocks of the image (see :mod:`sair_deploy.inpainter`), training may call :meth:`query_sparse`.
 """
 
@@ -166,13 +166,19 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
     with _no_autocast(pre):
         # casts once per call, not per piece and neighbour
         rel, weight, cell_term = rel.to(dt), weight.float(), cell_term.to(dt)
-        w_rel = w_rel.to(dt)
-        if gpu:
-            w_rel_t = w_rel.t().expand(b, 2, w_rel.shape[0])
-            if cell_term.shape[1] == 1:
-                # one cell per call: add it to the table once (a contiguous copy of the hidden
-                # channels, far smaller than 4 rows per query) instead of to every gathered row
-                table, cell_term = table + cell_term, None
+        w_rel_t = w_rel.to(dt).t().expand(b, 2, w_rel.shape[0])
+        if cell_term.shape[1] == 1:  # one cell per call
+            if gpu:
+                # add it to the table once (a contiguous copy of the hidden channels, far
+                # smaller than 4 rows per query) instead of to every gathered row
+                table = table + cell_term
+            else:
+                # a third coordinate, always 1, whose weights are the cell term: the same product
+                # adds it, without another pass over the gathered rows (the table is a whole
+                # tile's precompute here, too big to copy per call)
+                rel = torch.cat([rel, torch.ones_like(rel[..., :1])], dim=-1)
+                w_rel_t = torch.cat([w_rel_t, cell_term.expand(b, 1, w_rel.shape[0])], dim=1)
+            cell_term = None
         w_out = _weights(out_layer, dt)[0].t() if out_layer is not None else None
         per_query_cell = cell_term is not None and cell_term.shape[1] > 1
         piece = _piece(pre)
@@ -183,18 +189,18 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
             for k in range(idx.shape[1]):
                 first = (table[0].index_select(0, idx[0, k, sl]).unsqueeze(0) if b == 1
                          else table[b_idx, idx[:, k, sl]])  # (B, n, C)
-                r = rel[:, k, sl]  # (B, n, 2)
-                if gpu:  # the coordinate part of the first layer: one pass, in place
-                    h = first.baddbmm_(r, w_rel_t)
-                else:  # as two multiply-adds: a K=2 product is slow on a CPU
-                    h = first.addcmul_(r[..., :1], w_rel[:, 0]).addcmul_(r[..., 1:], w_rel[:, 1])
+                # the coordinate part of the first layer: one pass, in place (two broadcast
+                # multiply-adds instead were 2-8x slower on a CPU, where w_rel's columns are strided)
+                h = first.baddbmm_(rel[:, k, sl], w_rel_t)
                 if cell_i is not None:
                     h = h.add_(cell_i)
                 n = h.shape[1]
                 h = _hidden_rows(h.reshape(b * n, -1), layers)
                 if w_out is not None:
-                    h = (h @ w_out).float()
-                h = h.view(b, n, -1)
+                    h = h @ w_out
+                # accumulate in float32 from float32: a bfloat16 operand in a float32 multiply-add
+                # takes torch's slow mixed-dtype loop (3x the cast then the multiply-add)
+                h = h.float().view(b, n, -1)
                 wk = weight[:, k, sl].unsqueeze(-1)
                 if k == 0:
                     torch.mul(h, wk, out=out)
@@ -323,31 +329,57 @@ class FastSAIR(nn.Module):
         Neighbours are separable on a grid (:func:`grid_neighbours`): their features are 1-D
         gathers of the small latent grid, not a gather with an index per centre and channel
         (exported, that index was an ``Expand`` of gigabytes per tile at the paper's widths, and
-        made ONNX Runtime's tile graph 2x slower than torch's). On the rows path it runs in bands
-        of whole rows, about :func:`_piece` centres each."""
+        made ONNX Runtime's tile graph 2x slower than torch's). The rows path runs it in bands
+        (:meth:`_add_semantic_rows`, which the tile's precompute calls directly)."""
+        fold = self._fold(sem_pre)
+        if _rows_here(sem_pre):
+            b, hidden = sem_pre.shape[0], fold[0].shape[0]
+            term = fold[1].to(sem_pre.dtype).view(1, hidden, 1, 1).expand(b, hidden, ys.shape[0], xs.shape[0])
+            term = term.contiguous(memory_format=torch.channels_last)
+            return self._add_semantic_rows(term, sem_pre, ys, xs, cell, fold).flatten(2)
+        with _no_autocast(sem_pre):
+            out = self._semantic_band(*self._semantic_grid(sem_pre, ys, xs, cell), slice(None), xs.shape[0])
+            return torch.matmul(fold[0], out.transpose(1, 2).to(fold[0].dtype)) + fold[1]
+
+    def _add_semantic_rows(self, p: Tensor, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor,
+                           fold: tuple[Tensor, Tensor]) -> Tensor:
+        """Adds :meth:`semantic_term_grid` at ``ys x xs`` but its bias (``W_s b_out``) to the
+        channels-last ``p (B, hidden, kh, kw)`` in place, in bands of whole rows of about
+        :func:`_piece` centres: each band's ensemble goes through the folded ``W_s W_out``
+        straight into its rows of ``p`` (one product with the add inside), so no
+        ``hidden x kh x kw`` term is ever held or added in a pass of its own."""
+        b, hidden, kh, kw = p.shape
+        with _no_autocast(p):
+            w_t = fold[0].t().to(p.dtype)
+            rows = p.permute(0, 2, 3, 1).view(b, kh * kw, hidden)  # channels last: a view
+            grid = self._semantic_grid(sem_pre, ys, xs, cell)
+            step = max(1, _piece(sem_pre) // kw)
+            for i in range(0, kh, step):
+                band = self._semantic_band(*grid, slice(i, i + step), kw).to(p.dtype)  # (B, n, H)
+                target = rows[:, i * kw:i * kw + band.shape[1]]
+                if b == 1:
+                    target[0].addmm_(band[0], w_t)
+                else:
+                    target.baddbmm_(band, w_t.expand(b, *w_t.shape))
+        return p
+
+    def _semantic_grid(self, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor):
+        """What :meth:`_semantic_band` reads: the channels-last latent grid with the cell term
+        added, the grid's neighbours, and the first layer's coordinate part, separable on a grid
+        (a row term plus a column term)."""
         size = sem_pre.shape[-2:]
         nb = grid_neighbours(ys, xs, size)
         _, w_rel, w_cell, _ = self._sir_first()
         dt = sem_pre.dtype
-        fold = self._fold(sem_pre)
         with _no_autocast(sem_pre):
-            # Channels last: the latent grid is a few hundred cells, so its transpose is free and
-            # each gathered feature is a contiguous row. The first layer's coordinate part is
-            # separable too, a row term plus a column term, made once per tile.
+            # the latent grid is a few hundred cells: its transpose is free and each gathered
+            # feature is a contiguous row
             w_rel = w_rel.to(dt)
             cell_term = (scale_cell(cell, size) @ w_cell.T).to(dt).unsqueeze(1)  # (1, 1, 1, C)
             lat = sem_pre.permute(0, 2, 3, 1) + cell_term  # (B, gh, gw, C)
             row_terms = [r.to(dt)[:, None] * w_rel[:, 0] for r in nb.rel_rows]  # (kh, C) each
             col_terms = [c.to(dt)[:, None] * w_rel[:, 1] for c in nb.rel_cols]  # (kw, C) each
-            kh, kw = ys.shape[0], xs.shape[0]
-            if _rows_here(sem_pre):
-                # rows out, (B, N, H) seen as (B, H, N): the tile's precompute is channels last
-                step = max(1, _piece(sem_pre) // kw)
-                out = torch.cat([self._semantic_band(lat, nb, row_terms, col_terms, slice(i, i + step), kw)
-                                 for i in range(0, kh, step)], dim=1)
-                return (out.to(fold[0].dtype) @ fold[0].T + fold[1].T).transpose(1, 2)
-            out = self._semantic_band(lat, nb, row_terms, col_terms, slice(None), kw)
-            return torch.matmul(fold[0], out.transpose(1, 2).to(fold[0].dtype)) + fold[1]
+        return lat, nb, row_terms, col_terms
 
     def _semantic_band(self, lat: Tensor, nb, row_terms: list[Tensor], col_terms: list[Tensor],
                        rows: slice, kw: int) -> Tensor:
@@ -364,26 +396,37 @@ class FastSAIR(nn.Module):
                                  self.model.sir.mlp.linears[1:-1])  # (B*n, H)
                 # the area weights in float32 (they sum to 1), so the sum is float32 without a cast
                 wk = nb.weight[2 * iy + ix].view(-1, kw)[rows].reshape(-1).repeat(b).unsqueeze(-1)
-                out = h * wk if out is None else out.addcmul_(h, wk)
+                h = h.float()  # float32 operands: torch's mixed-dtype multiply-add is 3x slower
+                out = h.mul_(wk) if out is None else out.addcmul_(h, wk)
         return out.view(b, -1, out.shape[-1])
 
-    def appearance_precompute(self, app_padded: Tensor, sem_term: Tensor | None) -> Tensor:
+    def appearance_precompute(self, app_padded: Tensor, semantic: tuple[Tensor, Tensor, Tensor, Tensor] | None
+                              ) -> Tensor:
         """AIR's first layer, all but the per-query part, at every pixel of a block.
 
         ``app_padded (B, C, h+2, w+2)``: appearance features of the block with a 1-pixel border
         (zeros beyond the image, as LIIF's unfold pads), followed by the 3 base-colour channels
-        for a residual model; ``sem_term (B, hidden, h*w)`` or None.
+        for a residual model; ``semantic``: ``(sem_pre, ys, xs, cell)``, the semantic term's
+        inputs at the block's pixel centres (:meth:`semantic_term_grid`), or None.
         Returns ``(B, hidden, h, w)`` (``hidden + 3`` channels, the base last, if residual),
         channels last on the rows path (:func:`_rows_here`: eagerly on a CPU or a CUDA GPU).
         """
         w_z, _, _, _, bias = self._air_first()
         c = self.model.air.app_dim
-        if _rows_here(app_padded):  # channels last: 2-4x faster on a CPU, rows for the queries
+        rows = _rows_here(app_padded)
+        if rows:  # channels last: 2-4x faster on a CPU, rows for the queries
             app_padded = app_padded.contiguous(memory_format=torch.channels_last)
+        fold = term = None
+        if semantic is not None and rows:  # the term's bias rides in the convolution's
+            fold = self._fold(semantic[0])
+            bias = bias + fold[1][:, 0].to(bias.dtype)
+        elif semantic is not None:  # (before the convolution: an int8 export keeps the last product float32)
+            term = self.semantic_term_grid(*semantic)
         p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
-        if sem_term is not None:
-            b, hid, h, w = p.shape
-            p = p + sem_term.reshape(b, hid, h, w).to(p.dtype)
+        if fold is not None:
+            p = self._add_semantic_rows(p, *semantic, fold)
+        elif term is not None:
+            p = p + term.reshape(p.shape).to(p.dtype)
         if self.cfg.residual:  # the base colours ride along as 3 extra channels
             p = torch.cat([p, app_padded[:, c:, 1:-1, 1:-1]], dim=1)
         return p
@@ -457,13 +500,13 @@ class FastSAIR(nn.Module):
         from ..coords import centres_1d
 
         b, _, h, w = feats.app.shape
-        sem_term = None
+        semantic = None
         if self.cfg.use_semantic:
             sem_pre = self.semantic_precompute(feats.embedding, feats.holes)
             ys, xs = (torch.from_numpy(centres_1d(n)).to(feats.app) for n in (h, w))
-            sem_term = self.semantic_term_grid(sem_pre, ys, xs, pixel_cell(h, w, feats.app))
+            semantic = (sem_pre, ys, xs, pixel_cell(h, w, feats.app))
         app = torch.cat([feats.app, feats.base], dim=1) if self.cfg.residual else feats.app
-        return self.appearance_precompute(F.pad(app, (1, 1, 1, 1)), sem_term)
+        return self.appearance_precompute(F.pad(app, (1, 1, 1, 1)), semantic)
 
     def query_dense(self, feats: Features, coord: Tensor, cell: Tensor) -> Tensor:
         """RGB at ``coord`` via a whole-image precompute (equals ``SAIR.query``)."""

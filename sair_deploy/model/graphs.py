@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fast import FastSAIR, _gpu_rows, _rows_here
+from .fast import FastSAIR, _rows_here
 from .liif import grid_size, on_device, pixel_centres
 from .sair import SAIR
 
@@ -209,7 +209,7 @@ class TileGraph(nn.Module):
         cols = torch.arange(4 * qw, device=image.device) + ic0
         x = image.index_select(2, rows).index_select(3, cols)
         m = mask.index_select(2, rows).index_select(3, cols)
-        if _rows_here(x) and _gpu_rows(x):  # cuDNN's NHWC convolutions (tensor cores)
+        if _rows_here(x):  # NHWC convolutions: 1.5-1.8x faster in oneDNN here, tensor cores in cuDNN
             x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
         app = self.fast.model.encode_appearance(x, m)
         if self.fast.cfg.residual:  # the base colours ride along as 3 extra channels
@@ -221,13 +221,13 @@ class TileGraph(nn.Module):
         app = F.pad(app, (1, 1, 1, 1)).index_select(2, r - (ir0 - 1)).index_select(3, c - (ic0 - 1))
         inside = ((r >= 0) & (r < rh))[:, None] & ((c >= 0) & (c < rw))[None, :]
         app = app * inside.to(app.dtype)
-        term = None
+        semantic = None
         if sem_pre is not None:
             size = _plan_floats(box[10:12], app)  # S is read at the image's pixel centres
             ys = pixel_centres(size[0], box[12] + kr0, kh)
             xs = pixel_centres(size[1], box[13] + kc0, kw)
-            term = self.fast.semantic_term_grid(sem_pre, ys, xs, (2.0 / size).reshape(1, 1, 2))
-        return self.fast.appearance_precompute(app, term)
+            semantic = (sem_pre, ys, xs, (2.0 / size).reshape(1, 1, 2))
+        return self.fast.appearance_precompute(app, semantic)
 
 
 class TileGraphNoSemantic(TileGraph):

@@ -7,6 +7,7 @@ per-image work hoisted out; training, export and the runtimes use the modules de
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .air import AIR
-from .appearance import AppEncoder
+from .appearance import AppEncoder, fold_batchnorm
 from .config import SAIRConfig
 from .fill import fill_holes
 from .liif import on_device
@@ -46,6 +47,15 @@ class SAIR(nn.Module):
             self.semantic = SemanticEncoder(cfg.semantic)
             self.sir = SIR(sem_dim, cfg.sir, unfold=cfg.sir_unfold)
         self.air = AIR(cfg.app.out_channels, sem_dim, cfg.air, cfg.base)
+
+    def for_inference(self) -> "SAIR":
+        """This model in eval mode for inference, sharing its weights, with the AppEncoder's
+        BatchNorms folded into its convolutions (a copy of the encoder alone; ``self`` is left as
+        it is, so a model still in training can be evaluated)."""
+        model = copy.copy(self)
+        model._modules = dict(self._modules)  # a shallow copy shares the module dict
+        model._modules["app_encoder"] = fold_batchnorm(self.app_encoder)
+        return model.eval()
 
     # ---- per image -------------------------------------------------------------------------
     def encode_semantic(self, sem_image: Tensor, sem_valid: Tensor) -> tuple[Tensor, Tensor]:
