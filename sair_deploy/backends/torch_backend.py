@@ -50,6 +50,11 @@ class TorchBackend:
     autocast: convolutions and matrix products in half precision, coordinate and index arithmetic
     in float32; bf16 also keeps normalisation, softmax and the final RGB layer in float32. Also offers the literal reference
     path (:meth:`reference_features`, :meth:`reference_query`) for tests and benchmarks.
+
+    The graphs run :meth:`SAIR.for_inference` (BatchNorms folded; ``model`` itself is left as
+    it is). On a CPU the backend calls :func:`keep_freed_memory` once: a process-wide malloc
+    setting, so the process keeps its peak memory between images instead of faulting it in
+    again for every query call.
     """
 
     def __init__(self, model, device: str = "cpu", fp16: bool = False, precision: str = "fp32"):
