@@ -125,19 +125,21 @@ class Inpainter:
         self.image = to_uint8(image)
         self.mask = np.ascontiguousarray(mask, dtype=bool)
         self.height, self.width = self.mask.shape
+        self._forget_computed()
+        self.backend.counters.reset()
+
+    def reset(self) -> None:
+        """Let go of the image, its mask and everything computed for them (host and device)."""
+        self.given = self.image = self.mask = None
+        self._forget_computed()
+
+    def _forget_computed(self) -> None:
+        """Drop every device handle and cache made for the current image."""
         self._regions: dict[str, _Region] = {}
         self._image_dev = None
         self._sem_pre = None
         self._ref_feats = None
         self._views: dict[tuple[int, ...], Inpainter] = {}
-        self.backend.counters.reset()
-
-    def reset(self) -> None:
-        """Let go of the image, its mask and everything computed for them (host and device)."""
-        self.given = self.image = self.mask = self._image_dev = None
-        self._regions = {}
-        self._sem_pre = self._ref_feats = None
-        self._views = {}
 
     def _image(self):
         """The whole 8-bit image on the device, uploaded once per image."""
@@ -313,7 +315,7 @@ class Inpainter:
             view.given = np.flip(self.given, axes)
             view.image = np.ascontiguousarray(np.flip(self.image, axes))
             view.mask = np.ascontiguousarray(np.flip(self.mask, axes))
-            view._regions, view._image_dev, view._sem_pre, view._ref_feats, view._views = {}, None, None, None, {}
+            view._forget_computed()
             self._views[axes] = view
         return self._views[axes]
 

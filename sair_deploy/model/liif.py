@@ -260,9 +260,11 @@ def sample_base_grid(base: Tensor, ys: Tensor, xs: Tensor, kind: str, origin: Te
         if origin is not None:
             rows, cols = rows - origin[0], cols - origin[1]
         out = None
-        for k in range(4):
-            term = base.index_select(2, rows[k // 2]).index_select(3, cols[k % 2]).flatten(2) * nb.weight[k]
-            out = term if out is None else out + term
+        for iy in (0, 1):
+            by_row = base.index_select(2, rows[iy])  # each neighbour row's block rows, once
+            for ix in (0, 1):
+                term = by_row.index_select(3, cols[ix]).flatten(2) * nb.weight[2 * iy + ix]
+                out = term if out is None else out + term
         return out.transpose(1, 2)
     (ry, wy), (rx, wx) = _filter_taps(ys, hw[0], kind), _filter_taps(xs, hw[1], kind)
     if origin is not None:
