@@ -80,6 +80,17 @@ def _index_cone(nodes: list[onnx.NodeProto], types: dict[str, int]) -> set[str]:
     return cone
 
 
+def _outer_names(g: onnx.GraphProto) -> set[str]:
+    """Names a subgraph reads from the graphs around it (ONNX's outer scope)."""
+    inner = {i.name for i in g.input} | {i.name for i in g.initializer} | {o for n in g.node for o in n.output}
+    return {x for n in g.node for x in n.input if x and x not in inner}
+
+
+def _rename_inputs(g: onnx.GraphProto, old: str, new: str) -> None:
+    for n in g.node:
+        n.input[:] = [new if x == old else x for x in n.input]
+
+
 def convert_to_fp16(model: onnx.ModelProto, coordinate_inputs: Iterable[str] = (),
                     fp32_ops: Iterable[str] = FP32_OPS) -> onnx.ModelProto:
     """A float16 copy of ``model`` (float32 inputs and outputs, float32 where listed above)."""
@@ -115,6 +126,15 @@ def convert_to_fp16(model: onnx.ModelProto, coordinate_inputs: Iterable[str] = (
         return casts[key]
 
     for node in nodes:
+        if any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            # a loop (the tile's semantic term in bands) stays float32: the values its body reads
+            # from this graph by name are cast back for it
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    for x in _outer_names(a.g) & half:
+                        _rename_inputs(a.g, x, as_type(x, FLOAT))
+            new_nodes.append(node)
+            continue
         float_in = [i for i, x in enumerate(node.input) if x and types.get(x) == FLOAT]
         float_out = [o for o in node.output if types.get(o) == FLOAT]
         is_tainted = bool(float_out) and any(x in tainted for x in node.input if x)
@@ -145,6 +165,8 @@ def convert_to_fp16(model: onnx.ModelProto, coordinate_inputs: Iterable[str] = (
                                               name=f"cast_{out.name}_out"))
 
     used = {x for n in new_nodes for x in n.input}
+    used |= {x for n in new_nodes for a in n.attribute if a.type == onnx.AttributeProto.GRAPH
+             for x in _outer_names(a.g)}
     kept_inits = [i for i in g.initializer if i.name in used or i.name in {o.name for o in g.output}]
     del g.initializer[:]
     g.initializer.extend(kept_inits)

@@ -118,7 +118,7 @@ def sample_inputs(name: str, cfg: SAIRConfig, size: int = 0, seed: int = 0) -> d
     if name in ("query", "query_holes"):
         big_h, big_w = 40 + 8 * size, 36 + 12 * size  # the input image
         r0, c0, bh, bw = 4 + size, 6, 14 + 2 * size, 15 + 3 * size  # air_pre's window in it
-        air = rand(1, air_channels(cfg), bh, bw) - 0.5
+        air = rand(1, bh, bw, air_channels(cfg)) - 0.5  # rows: channels last
         m = 3  # the plan's margin: every neighbour and base tap of the queries is in the window
         if name == "query":
             s = 1.5 + size  # output rows/cols whose centres lie m pixels inside the window
@@ -159,7 +159,7 @@ def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | 
         if cfg.use_semantic:
             out["sem_pre"] = {2: Dim("sem_h", min=1, max=512), 3: Dim("sem_w", min=1, max=512)}
         return out
-    air = {2: Dim("keep_h", min=2, max=65536), 3: Dim("keep_w", min=2, max=65536)}
+    air = {1: Dim("keep_h", min=2, max=65536), 2: Dim("keep_w", min=2, max=65536)}
     if name == "query":
         return {"air_pre": air, "rect": None}
     if name == "query_holes":
@@ -172,8 +172,10 @@ def dynamic_shapes(name: str, cfg: SAIRConfig) -> dict[str, dict[int, object] | 
 
 
 def export_modules(model: SAIR) -> dict[str, nn.Module]:
-    """The modules traced for each graph: exactly those of :func:`build_graphs`."""
-    return build_graphs(model)
+    """The modules traced for each graph: those of :func:`build_graphs`, the AppEncoder's
+    transposed convolutions run as convolutions
+    (:func:`~sair_deploy.model.appearance.for_export`: the same function, faster in ONNX Runtime)."""
+    return build_graphs(model.for_export())
 
 
 def export_graph(module: nn.Module, name: str, cfg: SAIRConfig) -> onnx.ModelProto:

@@ -136,8 +136,9 @@ def calibration_inputs(export_dir: Path, calib: Path | None = None, seed: int = 
 def kept_float32_nodes(model: onnx.ModelProto, coordinate_inputs: Iterable[str],
                        last_product_fp32: bool) -> list[str]:
     """Names of the Conv/MatMul/Gemm nodes that must stay float32: those fed (transitively) by
-    coordinates only, and, when ``last_product_fp32``, the last product (a query graph's RGB
-    layer; the tile graph's AIR precompute)."""
+    coordinates only, and, when ``last_product_fp32``, the last product and every product
+    sharing its weights (a query graph's RGB layer, once per neighbour; the tile graph's AIR
+    precompute)."""
     g = model.graph
     inits = {i.name for i in g.initializer}
     coord_only = set(coordinate_inputs)
@@ -153,8 +154,12 @@ def kept_float32_nodes(model: onnx.ModelProto, coordinate_inputs: Iterable[str],
     for n in products:
         if any(x in coord_only and x not in inits for x in n.input):
             keep.append(n.name)
-    if last_product_fp32 and products and products[-1].name not in keep:
-        keep.append(products[-1].name)
+    if last_product_fp32 and products:
+        # the last product, and every other product of its weights (the query graphs apply the
+        # RGB layer once per neighbour): a shared weight is quantized if any of its products is
+        weights = {x for x in products[-1].input if x in inits}
+        keep += [n.name for n in products
+                 if n.name not in keep and (n is products[-1] or weights & set(n.input))]
     return keep
 
 

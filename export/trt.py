@@ -63,7 +63,7 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     holes = ((1,), (o * o // 3 + 1,), (pixels + 1,))  # hole indices + the sentinel
     u8 = ((1, 1, 1, 3), (1, o, o, 3), (1, r, r, 3))  # the whole image
     nchw = lambda c, lo: ((1, c, lo, lo), (1, c, o, o), (1, c, r, r))  # noqa: E731
-    air = ((1, hid_air, 1, 1), (1, hid_air, k, k), (1, hid_air, k, k))
+    air = ((1, 1, 1, hid_air), (1, k, k, hid_air), (1, k, k, hid_air))  # rows: channels last
     out: dict[str, Profile] = {
         "prepare": {"image": u8, "holes": holes},
         "tile": {"image": nchw(3, 4), "mask": nchw(1, 4)},

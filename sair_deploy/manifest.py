@@ -20,7 +20,7 @@ from .files import atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT = "sair-export"
-FORMAT_VERSION = 2  # 2: prepare, semantic and composite take the whole image and a region vector
+FORMAT_VERSION = 3  # 2: a region vector for prepare, semantic, composite; 3: air_pre as rows (channels last)
 GRAPH_ORDER = ("prepare", "semantic", "fill", "tile", "query", "query_holes", "composite", "assemble")
 
 

@@ -147,7 +147,7 @@ def test_fp32_graphs_at_edge_sizes(export_dir, model):
     u8 = lambda *s: (rnd(*s) * 255).to(torch.uint8)  # noqa: E731
     i64 = lambda *v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
     cfg = model.cfg
-    air = rnd(1, air_channels(cfg), 7, 7)
+    air = rnd(1, 7, 7, air_channels(cfg))  # rows: channels last
     cases = [
         # no hole, the encoder's largest input from a larger image; one pixel, one hole
         ("semantic", (u8(1, 300, 260, 3), torch.tensor([78000], dtype=torch.int32), i64(0, 300, 0, 260, 14, 12))),
@@ -348,7 +348,7 @@ def test_trt_profiles_cover_the_runtime_sizes(tiny_model):
     lo, opt, hi = p["prepare"]["image"]
     assert lo == (1, 1, 1, 3) and hi == (1, 4096, 4096, 3)
     assert p["tile"]["image"][2] == (1, 3, 4096, 4096)  # a tile reads the prepared region
-    assert p["query"]["air_pre"][2] == (1, cfg.air.hidden, 518, 518)  # a core and its margin
+    assert p["query"]["air_pre"][2] == (1, 518, 518, cfg.air.hidden)  # a core and its margin, as rows
     assert p["query_holes"]["holes"][2] == (4096 * 4096 + 1,)  # every pixel, and the sentinel
     assert p["semantic"]["image"][2] == (1, 4096, 4096, 3)  # the encoder's input is made in the graph
     for graph in p.values():
@@ -365,7 +365,7 @@ def test_trt_profiles_cover_the_runtime_sizes(tiny_model):
     assert v["tile"]["box"][2][5] == 518 and v["tile"]["box"][2][1] == 4096 // 4
     pp = profiles(cfg.replace(fill="pushpull", residual=True), runtime)
     assert pp["fill"]["image"][2] == (1, 3, 4096, 4096) and pp["fill"]["mask"][0] == (1, 1, 4, 4)
-    assert pp["query"]["air_pre"][2][1] == cfg.air.hidden + 3  # base colours ride along
+    assert pp["query"]["air_pre"][2][3] == cfg.air.hidden + 3  # base colours ride along
     assert "fill" not in p
     nosem = profiles(cfg.replace(use_semantic=False), runtime)
     assert "semantic" not in nosem and "sem_pre" not in nosem["tile"]

@@ -116,3 +116,28 @@ def test_sample_base_reads_a_block_of_a_larger_image():
     for kind in ("bilinear", "bicubic", "lanczos"):
         got = sample_base(block, coord, kind, torch.tensor([r0, c0]), torch.tensor([20.0, 24.0]))
         assert torch.allclose(got, sample_base(base, coord, kind), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bilinear", "bicubic", "lanczos"])
+def test_base_read_from_a_blocks_rows_equals_the_base_planes(kind):
+    """Exported query graphs read a residual's base colours from the end of each row of the
+    block (``rows_gather``), never slicing the block: the colours of the planes, scattered
+    queries and grids, in a block of a larger image."""
+    from sair_deploy.model.liif import rows_gather, sample_base_grid
+
+    g = torch.Generator().manual_seed(3)
+    hidden, r0, c0, bh, bw = 5, 4, 6, 13, 15
+    rows = torch.rand(1, bh, bw, hidden + 3, generator=g)  # features, then the base colours
+    planes = rows[..., hidden:].permute(0, 3, 1, 2)
+    read = rows_gather(rows, hidden, 3)
+    size, origin = torch.tensor([22.0, 25.0]), torch.tensor([r0, c0])
+    r = r0 + 3 + torch.rand(40, generator=g) * (bh - 6)  # every tap inside the block
+    c = c0 + 3 + torch.rand(40, generator=g) * (bw - 6)
+    coord = torch.stack([-1 + 2 * r / 22, -1 + 2 * c / 25], -1)[None]
+    assert torch.allclose(sample_base(read, coord, kind, origin, size),
+                          sample_base(planes, coord, kind, origin, size), atol=1e-6)
+    ys = -1 + (2 * torch.arange(r0 + 3, r0 + bh - 3) + 1) / 22  # the block's inner pixel centres,
+    xs = -1 + (2 * (torch.arange(2 * (c0 + 3), 2 * (c0 + bw - 3)) / 2) + 1) / 25  # half-steps across
+    got = sample_base_grid(read, ys, xs, kind, origin, size)
+    assert got.shape == (1, len(ys) * len(xs), 3)
+    assert torch.allclose(got, sample_base_grid(planes, ys, xs, kind, origin, size), atol=1e-6)

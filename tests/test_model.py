@@ -97,11 +97,67 @@ def test_semantic_term_of_a_tile_equals_the_general_one(rows):
     assert torch.allclose(grid, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [16, 37])
+def test_the_exported_semantic_term_loop_equals_the_whole_term(rows):
+    """Exported tile graphs compute the semantic term in a loop over bands of 16 rows (ONNX
+    ``Scan``; the last band padded with the last row, then cut off): the same numbers as all rows
+    at once, run here eagerly through the same loop."""
+    from sair_deploy.model.bands import semantic_band, semantic_bands
+    from sair_deploy.model.fast import EXPORT_BAND_ROWS, _hidden_rows
+    from sair_deploy.model.liif import pixel_centres
+
+    model = make_model(use_semantic=True)
+    image, mask, sem_image, sem_valid = _inputs(1, 64, 80)
+    fast = FastSAIR(model)
+    ys = pixel_centres(torch.tensor(64.0), 5, rows)
+    xs = pixel_centres(torch.tensor(80.0), 11, 29)
+    with torch.no_grad():
+        feats = model.encode(image, mask, sem_image, sem_valid)
+        sem_pre = fast.semantic_precompute(feats.embedding, feats.holes)
+        lat, nb, row_terms, col_terms = fast._semantic_grid(sem_pre, ys, xs, torch.tensor([[[2 / 64, 2 / 80]]]))
+        hidden = lambda h: _hidden_rows(h, model.sir.mlp.linears[1:-1])  # noqa: E731
+        args = (lat, nb.rows, nb.cols, torch.stack(row_terms), torch.stack(col_terms), nb.weight.view(4, rows, 29))
+        whole = semantic_band(*args, slice(None), hidden)
+        looped = semantic_bands(*args, hidden, EXPORT_BAND_ROWS)
+    assert looped.shape == whole.shape == (1, rows * 29, model.sir.mlp.linears[-2].out_features)
+    assert torch.allclose(looped, whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_the_exported_rows_formula_equals_the_eager_paths(residual):
+    """Exported query graphs read a block as rows: a Gather of whole rows per neighbour and the MLP
+    on them (``fast._ensemble_rows_graph``; a residual's base channels ride through with zero
+    weights, so the table is never sliced): the colours of ``query``'s eager paths."""
+    from sair_deploy.model import fast as fast_mod
+    from sair_deploy.model.liif import local_neighbours, rows_gather, sample_base, scale_cell
+
+    changes = {"use_semantic": True, **({"fill": "onion", "residual": True, "base": "lanczos"} if residual else {})}
+    model = make_model(**changes)
+    image, mask, sem_image, sem_valid = _inputs(1, 28, 36)
+    coord = torch.rand(1, 700, 2) * 1.6 - 0.8
+    cell = torch.tensor([[[2 / 50, 2 / 61]]])
+    fast = FastSAIR(model)
+    with torch.no_grad():
+        pre = fast.precompute(model.encode(image, mask, sem_image, sem_valid))
+        grid = torch.tensor([28.0, 36.0, 0.0, 0.0])
+        ref = fast.query(pre, grid, coord, cell)
+        row, col, rel, weight = fast_mod._neighbour_major(local_neighbours(coord, grid[:2]))
+        _, _, w_rel, w_cell, _ = fast._air_first()
+        lins = model.air.mlp.linears
+        table = pre.permute(0, 2, 3, 1)
+        got = fast_mod._ensemble_rows_graph(table, row, col, rel, weight, w_rel,
+                                            scale_cell(cell, grid[:2]) @ w_cell.T, lins[1:-1], lins[-1])
+        got = got + lins[-1].bias
+        if residual:
+            got = got + sample_base(rows_gather(table, table.shape[-1] - 3, 3), coord, "lanczos", size=grid[:2])
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
 @pytest.mark.parametrize("gpu_formula", [False, True])
 @pytest.mark.parametrize("residual", [False, True])
 def test_channels_last_and_channels_first_blocks_answer_alike(residual, gpu_formula, monkeypatch):
     """Eagerly a block's precompute is channels last and queries gather rows of it
-    (_ensemble_rows); the exported graphs read it channels first (_ensemble_cf). Both layouts
+    (_ensemble_rows); training's channels-first blocks are read by _ensemble_cf. Both layouts
     of the same block give the same colours: a batch of 2, more queries than one CPU piece, the
     residual's base channels included. ``gpu_formula``: the arithmetic the rows path uses on a
     CUDA GPU (cuBLASLt's bias + ReLU epilogue through ``torch._addmm_activation``, whole calls,
@@ -352,3 +408,26 @@ def test_for_inference_folds_batchnorm_and_leaves_the_model_alone():
     # instance norm has nothing to fold
     inst = AppEncoder(dataclasses.replace(get_config("sair-tiny").app, norm="instance"))
     assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in fold_batchnorm(inst).modules()) == 2 * inst.cfg.res_blocks
+
+
+def test_exported_encoder_runs_transposed_convolutions_as_convolutions():
+    """Exported graphs trace ``SAIR.for_export``: each ConvTranspose2d of the AppEncoder as one
+    convolution over its four output phases, interleaved (ONNX Runtime's ConvTranspose was 2x
+    slower). The same features; the model itself keeps its layers."""
+    from torch import nn
+
+    from sair_deploy.model.appearance import PhaseConvTranspose
+
+    model = make_model()
+    exported = model.for_export()
+    swapped = [m for m in exported.app_encoder.net if isinstance(m, PhaseConvTranspose)]
+    assert len(swapped) == 2 and not any(isinstance(m, PhaseConvTranspose) for m in model.app_encoder.net)
+    assert exported.sir is model.sir  # the rest is shared
+    image, mask, _, _ = _inputs(2, 20, 28)
+    with torch.no_grad():
+        assert torch.allclose(exported.encode_appearance(image, mask), model.encode_appearance(image, mask), atol=1e-5)
+        odd = nn.ConvTranspose2d(3, 5, 4, 2, 1, bias=False)
+        x = torch.randn(1, 3, 7, 9)
+        assert torch.allclose(PhaseConvTranspose(odd)(x), odd(x), atol=1e-6)
+    with pytest.raises(ValueError):
+        PhaseConvTranspose(nn.ConvTranspose2d(3, 5, 3, 2, 1))

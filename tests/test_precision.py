@@ -177,13 +177,18 @@ def test_int8_export_graphs_manifest_and_auto(int8_export, model):
     q = onnx.load(str(out / "query.int8.onnx"))
     dq_out = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
     products = [n for n in q.graph.node if n.op_type in quantize.QUANT_OPS]
-    assert not any(x in dq_out for x in products[-1].input)
+    rgb_weight = model.air.mlp.linears[-1].weight.shape
+    inits = {i.name: tuple(i.dims) for i in q.graph.initializer}
+    rgb = [n for n in products if any(inits.get(x) in (tuple(rgb_weight), tuple(rgb_weight)[::-1]) for x in n.input)]
+    assert len(rgb) == 4  # once per neighbour, each with float32 inputs and weights
+    assert not any(x in dq_out for n in rgb for x in n.input)
     fp32 = onnx.load(str(out / "query.onnx"))
     kept = quantize.kept_float32_nodes(quantize._name_nodes(fp32), ("rect",), True)
-    # W_rel @ rel, cell @ W_cell and the output layer (the ensemble is multiply-adds, not a product)
-    assert len(kept) == 3
+    # cell @ W_cell, and per neighbour rel @ W_rel and the output layer (the ensemble is
+    # multiply-adds, not a product)
+    assert len(kept) == 9
     quantized = [n for n in products if any(x in dq_out for x in n.input)]
-    assert quantized and len(quantized) == len(products) - 3
+    assert quantized and len(quantized) == len(products) - 9
     # the tile graph's encoder is int8, its last product (AIR's precompute) float32
     t = onnx.load(str(out / "tile.int8.onnx"))
     dq_out = {n.output[0] for n in t.graph.node if n.op_type == "DequantizeLinear"}

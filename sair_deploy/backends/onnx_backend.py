@@ -81,6 +81,12 @@ class OnnxBackend:
         opts.log_severity_level = 3  # errors only: the optimiser's notes are not the user's business
         if threads:
             opts.intra_op_num_threads = threads
+        if not use_cuda:
+            # ONNX Runtime plans one block for a run's intermediates per set of input shapes and
+            # keeps it; every image brings new shapes, so each first run took a fresh block: 233k
+            # page faults (about 1 GB) and 1.1 s of kernel time at a 512² image's first scale-1
+            # pass, none without the plans (the arena still reuses freed tensors)
+            opts.enable_mem_pattern = False
         providers = [_CUDA, _CPU] if use_cuda else [_CPU]
         self.sessions = {}
         self._inputs: dict[str, list[tuple[str, type]]] = {}

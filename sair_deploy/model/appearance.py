@@ -96,3 +96,43 @@ def fold_batchnorm(encoder: AppEncoder) -> AppEncoder:
                 conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias)
             body[i + 1] = nn.Identity()
     return folded
+
+
+class PhaseConvTranspose(nn.Module):
+    """A ``ConvTranspose2d(kernel 4, stride 2, padding 1)`` as one convolution: each of the four
+    output phases (even/odd row, even/odd column) is a 2x2 convolution of the input, so one 2x2
+    convolution with 4x the output channels, padded by 1, computes them all; its outputs are then
+    cut to size and interleaved. The same sums, for exported graphs: ONNX Runtime runs
+    convolutions in its blocked kernels, and its ``ConvTranspose`` took 2x as long here."""
+
+    def __init__(self, deconv: nn.ConvTranspose2d):
+        super().__init__()
+        if (deconv.kernel_size, deconv.stride, deconv.padding, deconv.groups, deconv.dilation,
+                deconv.output_padding) != ((4, 4), (2, 2), (1, 1), 1, (1, 1), (0, 0)):
+            raise ValueError("PhaseConvTranspose takes a kernel-4, stride-2, padding-1 ConvTranspose2d")
+        w = deconv.weight.detach()  # (in, out, 4, 4)
+        taps = ((3, 1), (2, 0))  # kernel rows (cols) read by even (odd) outputs, top (left) first
+        phases = [w[:, :, list(taps[a])][..., list(taps[b])].transpose(0, 1) for a in (0, 1) for b in (0, 1)]
+        self.register_buffer("weight", torch.cat(phases))  # (4*out, in, 2, 2), phase-major
+        bias = deconv.bias.detach() if deconv.bias is not None else torch.zeros(w.shape[1])
+        self.register_buffer("bias", bias.repeat(4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        y = torch.nn.functional.conv2d(x, self.weight, self.bias, padding=1)  # (B, 4*out, h+1, w+1)
+        y = y.view(b, 2, 2, -1, h + 1, w + 1)
+        # phase (a, b) reads the windows starting a rows and b columns further down the padding
+        y = torch.stack([torch.stack([y[:, a, c, :, a:a + h, c:c + w] for c in (0, 1)], dim=-1)
+                         for a in (0, 1)], dim=3)  # (B, out, h, 2, w, 2)
+        return y.reshape(b, -1, 2 * h, 2 * w)
+
+
+def for_export(encoder: AppEncoder) -> AppEncoder:
+    """A copy of an AppEncoder in eval mode with its transposed convolutions as
+    :class:`PhaseConvTranspose`: what the exported graphs run (the same function)."""
+    copied = copy.deepcopy(encoder).eval()
+    for i, m in enumerate(copied.net):
+        if isinstance(m, nn.ConvTranspose2d):
+            copied.net[i] = PhaseConvTranspose(m)
+    return copied
+

@@ -19,13 +19,15 @@ blocks of the image (see :mod:`sair_deploy.inpainter`), training may call :meth:
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .liif import (gather_channels, grid_neighbours, local_neighbours, sample_base, sample_base_grid, scale_cell,
-                   unfold3x3)
+from .liif import (gather_channels, grid_neighbours, local_neighbours, rows_gather, sample_base, sample_base_grid,
+                   scale_cell, unfold3x3)
+from .bands import semantic_band, semantic_bands
 from .sair import SAIR, Features, pixel_cell
 
 
@@ -209,6 +211,46 @@ def _ensemble_rows(pre: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: T
     return ens if out_layer is not None else ens.transpose(1, 2)
 
 
+def _ensemble_rows_graph(table: Tensor, row: Tensor, col: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor,
+                         cell_term: Tensor, layers: list[nn.Linear], out_layer: nn.Linear) -> Tensor:
+    """The local ensemble as the exported query graphs compute it, on a block laid out as rows,
+    ``table (1, h, w, C)`` (the tile graph's output), read at each query's 4 neighbours ``row,
+    col (1, 4, Q)``: ``(1, Q, 3)``, the RGB layer's bias not yet added.
+
+    One neighbour at a time: a ``Gather`` of whole rows, the coordinate part, the hidden layers
+    (each product with its bias and ReLU, which ONNX Runtime fuses into one ``FusedGemm`` with
+    the weights packed once) and the RGB layer, weighted and summed (linear, so the same sum as
+    ensembling the activations first). Every activation is ``Q x H``, a quarter of all four
+    neighbours at once, and nothing is transposed. Trailing channels of the table (a residual's
+    base colours) go through the first layer's elementwise part with zero weights and meet zero
+    columns of the next product, so the table is never sliced: ONNX Runtime would copy a sliced
+    input, the whole block, in every call."""
+    _, h, w, c_all = table.shape
+    flat = table.reshape(h * w, c_all)
+    extra = c_all - w_rel.shape[0]
+    w_next = (layers[0] if layers else out_layer).weight
+    if extra:  # zero weights for the trailing channels
+        w_rel = F.pad(w_rel, (0, 0, 0, extra))
+        cell_term = F.pad(cell_term, (0, extra))
+        w_next = F.pad(w_next, (0, extra))
+    # the cell term rides as a third coordinate, always 1: the first layer is then one product
+    # with the gathered rows as its addend, which ONNX Runtime runs with the ReLU as one FusedGemm
+    # (a call's cell is one row; a cell per query, as training has, is added after)
+    one_cell = cell_term.shape[1] == 1
+    w_rel_t = torch.cat([w_rel.t(), cell_term[0]]) if one_cell else w_rel.t()
+    idx = row[0] * w + col[0]  # (4, Q)
+    out = None
+    for k in range(idx.shape[0]):
+        coords = torch.cat([rel[0, k], torch.ones_like(rel[0, k, :, :1])], dim=-1) if one_cell else rel[0, k]
+        x = torch.addmm(flat.index_select(0, idx[k]), coords, w_rel_t)
+        x = x.relu() if one_cell else (x + cell_term[0]).relu()
+        for i, lin in enumerate(layers):
+            x = F.linear(x, w_next if i == 0 else lin.weight, lin.bias).relu()
+        rgb = F.linear(x, out_layer.weight if layers else w_next) * weight[0, k].unsqueeze(-1)
+        out = rgb if out is None else out + rgb
+    return out.unsqueeze(0)
+
+
 def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term: Tensor,
             layers: list[nn.Linear]) -> Tensor:
     """The local ensemble of an MLP's hidden layers, channels first: many queries at once.
@@ -245,6 +287,7 @@ def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term
     return out
 
 
+EXPORT_BAND_ROWS = 16  # tile rows per band of an exported graph's semantic term (8192 centres at 512 wide)
 CPU_PIECE = 4096  # centres per piece of the semantic term on a CPU (its activations stay in cache)
 CPU_QUERY_PIECE = 8192  # queries per piece of an MLP's hidden layers on a CPU (backends.base.CPU_QUERY_CHUNK)
 GPU_QUERY_PIECE = 1 << 18  # on a GPU pieces only bound the activations' memory (128 MiB a layer)
@@ -322,9 +365,9 @@ class FastSAIR(nn.Module):
                          self.model.sir.mlp.linears[1:-1])
         return _folded(h, fold)
 
-    def semantic_term_grid(self, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor) -> Tensor:
+    def semantic_term_grid(self, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor, rows: bool = False) -> Tensor:
         """:meth:`semantic_term` at the centres of the grid ``ys (kh,) x xs (kw,)`` (row-major),
-        a tile's pixels: ``(B, hidden, kh*kw)``.
+        a tile's pixels: ``(B, hidden, kh*kw)`` (``rows``: ``(B, kh*kw, hidden)``).
 
         Neighbours are separable on a grid (:func:`grid_neighbours`): their features are 1-D
         gathers of the small latent grid, not a gather with an index per centre and channel
@@ -336,10 +379,26 @@ class FastSAIR(nn.Module):
             b, hidden = sem_pre.shape[0], fold[0].shape[0]
             term = fold[1].to(sem_pre.dtype).view(1, hidden, 1, 1).expand(b, hidden, ys.shape[0], xs.shape[0])
             term = term.contiguous(memory_format=torch.channels_last)
-            return self._add_semantic_rows(term, sem_pre, ys, xs, cell, fold).flatten(2)
+            out = self._add_semantic_rows(term, sem_pre, ys, xs, cell, fold).flatten(2)
+            return out.transpose(1, 2) if rows else out
         with _no_autocast(sem_pre):
-            out = self._semantic_band(*self._semantic_grid(sem_pre, ys, xs, cell), slice(None), xs.shape[0])
+            grid = self._semantic_grid(sem_pre, ys, xs, cell)
+            if torch.compiler.is_exporting():
+                out = self._semantic_bands(grid, ys.shape[0], xs.shape[0])
+            else:
+                out = self._semantic_band(*grid, slice(None), xs.shape[0])
+            if rows:
+                return torch.matmul(out.to(fold[0].dtype), fold[0].t()) + fold[1].t()
             return torch.matmul(fold[0], out.transpose(1, 2).to(fold[0].dtype)) + fold[1]
+
+    def _semantic_bands(self, grid, kh, kw) -> Tensor:
+        """:meth:`_semantic_band` over all ``kh`` rows as an exported graph computes it: a loop
+        (:func:`~sair_deploy.model.bands.semantic_bands`, an ONNX ``Scan``) over bands of
+        :data:`EXPORT_BAND_ROWS` rows, so each band's activations stay in cache. ``(1, kh*kw, H)``."""
+        lat, nb, row_terms, col_terms = grid
+        return semantic_bands(lat, nb.rows, nb.cols, torch.stack(row_terms), torch.stack(col_terms),
+                              nb.weight.view(4, kh, kw), lambda h: _hidden_rows(h, self.model.sir.mlp.linears[1:-1]),
+                              EXPORT_BAND_ROWS)
 
     def _add_semantic_rows(self, p: Tensor, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor,
                            fold: tuple[Tensor, Tensor]) -> Tensor:
@@ -383,25 +442,14 @@ class FastSAIR(nn.Module):
 
     def _semantic_band(self, lat: Tensor, nb, row_terms: list[Tensor], col_terms: list[Tensor],
                        rows: slice, kw: int) -> Tensor:
-        """SIR's ensembled hidden activations on the grid rows ``rows``, ``(B, n, H)`` in float32,
-        one neighbour at a time (a quarter of the activations of all four at once), the hidden
-        layers 2-D products with bias and ReLU fused (oneDNN post-ops in torch, ``FusedGemm``
-        in ONNX Runtime)."""
-        b, c = lat.shape[0], lat.shape[-1]
-        out = None
-        for iy in (0, 1):
-            by_row = lat.index_select(1, nb.rows[iy][rows]) + row_terms[iy][rows, None]
-            for ix in (0, 1):
-                h = _hidden_rows((by_row.index_select(2, nb.cols[ix]) + col_terms[ix]).reshape(-1, c),
-                                 self.model.sir.mlp.linears[1:-1])  # (B*n, H)
-                # the area weights in float32 (they sum to 1), so the sum is float32 without a cast
-                wk = nb.weight[2 * iy + ix].view(-1, kw)[rows].reshape(-1).repeat(b).unsqueeze(-1)
-                h = h.float()  # float32 operands: torch's mixed-dtype multiply-add is 3x slower
-                out = h.mul_(wk) if out is None else out.addcmul_(h, wk)
-        return out.view(b, -1, out.shape[-1])
+        """:func:`~sair_deploy.model.bands.semantic_band` on the grid rows ``rows``, the hidden
+        layers 2-D products with bias and ReLU fused (oneDNN post-ops on the rows path):
+        ``(B, n, H)`` in float32."""
+        return semantic_band(lat, nb.rows, nb.cols, row_terms, col_terms, nb.weight.view(4, -1, kw), rows,
+                             lambda h: _hidden_rows(h, self.model.sir.mlp.linears[1:-1]))
 
-    def appearance_precompute(self, app_padded: Tensor, semantic: tuple[Tensor, Tensor, Tensor, Tensor] | None
-                              ) -> Tensor:
+    def appearance_precompute(self, app_padded: Tensor, semantic: tuple[Tensor, Tensor, Tensor, Tensor] | None,
+                              rows_out: bool = False) -> Tensor:
         """AIR's first layer, all but the per-query part, at every pixel of a block.
 
         ``app_padded (B, C, h+2, w+2)``: appearance features of the block with a 1-pixel border
@@ -409,7 +457,10 @@ class FastSAIR(nn.Module):
         for a residual model; ``semantic``: ``(sem_pre, ys, xs, cell)``, the semantic term's
         inputs at the block's pixel centres (:meth:`semantic_term_grid`), or None.
         Returns ``(B, hidden, h, w)`` (``hidden + 3`` channels, the base last, if residual),
-        channels last on the rows path (:func:`_rows_here`: eagerly on a CPU or a CUDA GPU).
+        channels last on the rows path (:func:`_rows_here`: eagerly on a CPU or a CUDA GPU);
+        with ``rows_out`` as rows, ``(B, h, w, hidden(+3))`` (the tile graph's output: a view on
+        the rows path; exported, the convolution's output transposed before the semantic term is
+        added, which ONNX Runtime folds into the reorder out of its blocked convolution layout).
         """
         w_z, _, _, _, bias = self._air_first()
         c = self.model.air.app_dim
@@ -421,11 +472,18 @@ class FastSAIR(nn.Module):
             fold = self._fold(semantic[0])
             bias = bias + fold[1][:, 0].to(bias.dtype)
         elif semantic is not None:  # (before the convolution: an int8 export keeps the last product float32)
-            term = self.semantic_term_grid(*semantic)
+            term = self.semantic_term_grid(*semantic, rows=rows_out)
         p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
         if fold is not None:
             p = self._add_semantic_rows(p, *semantic, fold)
-        elif term is not None:
+        if rows_out:
+            p = p.permute(0, 2, 3, 1)
+            if term is not None:
+                p = p + term.reshape(p.shape).to(p.dtype)
+            if self.cfg.residual:
+                p = torch.cat([p, app_padded[:, c:, 1:-1, 1:-1].permute(0, 2, 3, 1)], dim=-1)
+            return p
+        if term is not None:
             p = p + term.reshape(p.shape).to(p.dtype)
         if self.cfg.residual:  # the base colours ride along as 3 extra channels
             p = torch.cat([p, app_padded[:, c:, 1:-1, 1:-1]], dim=1)
@@ -464,8 +522,11 @@ class FastSAIR(nn.Module):
             base = sample_base_grid(self._base(air_pre), ys, xs, self.cfg.base, origin, size)
         return self._answer(air_pre, origin, size, (row, col, rel, nb.weight.unsqueeze(0)), cell, base)
 
-    def _base(self, air_pre: Tensor) -> Tensor:
-        """A residual block's base colours, its last 3 channels, in float32."""
+    def _base(self, air_pre: Tensor) -> Tensor | Callable[[Tensor, Tensor], Tensor]:
+        """A residual block's base colours, its last 3 channels, in float32; while exporting, a
+        reader of them from the block's rows (:func:`~sair_deploy.model.liif.rows_gather`)."""
+        if torch.compiler.is_exporting():
+            return rows_gather(air_pre.permute(0, 2, 3, 1), air_pre.shape[1] - 3, 3)
         return air_pre[:, air_pre.shape[1] - 3:].float()
 
     def _answer(self, air_pre: Tensor, origin: Tensor, size: Tensor, nb: tuple[Tensor, Tensor, Tensor, Tensor],
@@ -479,6 +540,10 @@ class FastSAIR(nn.Module):
         lins = self.model.air.mlp.linears
         args = (air_pre, row - origin[0], col - origin[1], rel, weight, w_rel,
                 scale_cell(cell, size) @ w_cell.T, lins[1:-1], hidden)
+        if torch.compiler.is_exporting():  # the graphs' block is rows: the permute undoes theirs
+            rgb = _ensemble_rows_graph(air_pre.permute(0, 2, 3, 1), *args[1:-1], out_layer=lins[-1])
+            rgb = rgb + lins[-1].bias
+            return rgb if base is None else rgb + base
         if not _is_rows(air_pre):
             return self._rgb(_ensemble_cf(*args), base)
         if not _gpu_rows(air_pre):

@@ -189,7 +189,10 @@ class FillGraph(nn.Module):
 
 class TileGraph(nn.Module):
     """One tile: the AppEncoder on window ``box[0:4]`` of the (filled) region image, then AIR's
-    precomputed first layer on the kept window ``box[4:8]`` -> ``air_pre (1,hidden(+3),kh,kw)``.
+    precomputed first layer on the kept window ``box[4:8]`` -> ``air_pre (1,kh,kw,hidden(+3))``,
+    laid out as rows (channels last): the query graphs read each neighbour's features as one
+    contiguous row. In torch it is a view of the rows path's channels-last precompute; an exported
+    graph transposes once per tile.
 
     The kept window lies inside the encoder's window by at least the encoder's receptive radius
     wherever it does not touch the region's border, so its features equal a whole-image pass.
@@ -227,7 +230,7 @@ class TileGraph(nn.Module):
             ys = pixel_centres(size[0], box[12] + kr0, kh)
             xs = pixel_centres(size[1], box[13] + kc0, kw)
             semantic = (sem_pre, ys, xs, (2.0 / size).reshape(1, 1, 2))
-        return self.fast.appearance_precompute(app, semantic)
+        return self.fast.appearance_precompute(app, semantic, rows_out=True)
 
 
 class TileGraphNoSemantic(TileGraph):
@@ -252,19 +255,22 @@ def output_grid(rect: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Ten
 
 class QueryGraph(nn.Module):
     """RGB, clipped to [0, 1], of output rows ``rect[0]..rect[1]-1`` x cols ``rect[2]..rect[3]-1``
-    of an ``OH x OW`` rendering -> ``rgb (1, rows*cols, 3)`` (row-major)."""
+    of an ``OH x OW`` rendering, from a tile's ``air_pre (1,h,w,C)`` (rows) -> ``rgb (1,
+    rows*cols, 3)`` (row-major)."""
 
     def __init__(self, model: SAIR):
         super().__init__()
         self.fast = FastSAIR(model)
 
     def forward(self, air_pre: Tensor, rect: Tensor) -> Tensor:
-        return self.fast.query_grid(air_pre, *output_grid(rect, air_pre)).clamp(0.0, 1.0)
+        pre = air_pre.permute(0, 3, 1, 2)  # FastSAIR's (B, C, h, w), channels last in memory
+        return self.fast.query_grid(pre, *output_grid(rect, pre)).clamp(0.0, 1.0)
 
 
 class QueryHolesGraph(nn.Module):
     """RGB, clipped to [0, 1], at holes ``span[0]..span[1]-1`` of the region-flat ``holes`` list
-    (scale 1: the output grid is the input grid) -> ``rgb (1, n, 3)``."""
+    (scale 1: the output grid is the input grid), from a tile's ``air_pre (1,h,w,C)`` (rows)
+    -> ``rgb (1, n, 3)``."""
 
     def __init__(self, model: SAIR):
         super().__init__()
@@ -274,6 +280,7 @@ class QueryHolesGraph(nn.Module):
         s, e = _ints(span, 2)
         torch._check(e > s)
         torch._check(e <= holes.shape[0])
+        air_pre = air_pre.permute(0, 3, 1, 2)  # FastSAIR's (B, C, h, w), channels last in memory
         size = _plan_floats(span[3:5], air_pre)
         rows, cols = (v.to(torch.float32) for v in _unflatten(holes[s:e].long(), span[2], span[5], span[6]))
         coord = torch.stack([-1.0 + (2.0 * rows + 1.0) / size[0],

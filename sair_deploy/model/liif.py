@@ -10,7 +10,7 @@ runtime (ONNX Runtime, TensorRT) computes the same indices.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -151,17 +151,33 @@ def gather_channels(feat: Tensor, row: Tensor, col: Tensor, channels: int | None
     """Gather ``feat[b, :channels, row, col]`` for index tensors of shape ``(B, ...)``, channels
     first: ``(B, channels, ...)`` (default: every channel).
 
-    One GatherElements over ``(B, C, H*W)`` when exported: the feature map is read in place,
-    each channel's plane at the indexed pixels (a channels-last copy of a whole tile per call
-    would cost more than the call itself; ONNX Runtime's ``Gather`` along the pixel axis measured
-    1.5x slower than the expanded index). ``channels`` takes the leading channels without slicing
-    ``feat`` first: ONNX Runtime copies a sliced input, a whole tile per call.
+    The channels-first read (training, the literal formulation); the runtime's blocks are rows
+    (channels last) and are read a row per neighbour instead. ``channels`` takes the leading
+    channels without slicing ``feat`` first.
     """
     b, c_all, h, w = feat.shape
     c = c_all if channels is None else channels
     idx = (row * w + col).reshape(b, 1, -1)
     out = torch.gather(feat.reshape(b, c_all, h * w), 2, idx.expand(b, c, idx.shape[-1]))
     return out.view(b, c, *row.shape[1:])
+
+
+def rows_gather(table: Tensor, first: int, count: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """A reader of channels ``first..first+count-1`` of a block laid out as rows, ``table (1, h,
+    w, C)``: ``gather(row, col)`` -> ``(*row.shape, count)`` for broadcastable int64 ``row, col``.
+
+    It reads those scalars only (one gather over the flattened block): the exported graphs take
+    a residual's 3 base channels this way from the end of every row, where slicing them out
+    first would read the whole block in every call."""
+    _, _, w, c = table.shape
+    flat = table.reshape(-1)
+    offsets = torch.arange(count, device=table.device) + first
+
+    def gather(row: Tensor, col: Tensor) -> Tensor:
+        idx = ((row * w + col) * c).unsqueeze(-1) + offsets
+        return flat.index_select(0, idx.reshape(-1)).reshape(idx.shape)
+
+    return gather
 
 
 def gather_latents(feat: Tensor, row: Tensor, col: Tensor) -> Tensor:
@@ -229,11 +245,12 @@ def filter_neighbours(coord: Tensor, size: Sequence[int] | Tensor,
     return flat(row), flat(col), flat(weight)
 
 
-def sample_base(base: Tensor, coord: Tensor, kind: str, origin: Tensor | None = None,
-                size: Sequence[int] | Tensor | None = None) -> Tensor:
+def sample_base(base: Tensor | Callable[[Tensor, Tensor], Tensor], coord: Tensor, kind: str,
+                origin: Tensor | None = None, size: Sequence[int] | Tensor | None = None) -> Tensor:
     """The base colours ``base (B, 3, h, w)`` interpolated at ``coord (B, Q, 2)``: ``kind`` is
     ``"bilinear"`` (the local ensemble's weights), ``"bicubic"`` or ``"lanczos"``. ``size``/``origin``: the
     full grid's size and where ``base``'s first pixel lies in it (a tile), default the base itself.
+    ``base`` may also be a reader of a batch-1 block's colours (:func:`rows_gather`); give ``size``.
     """
     size = base.shape[-2:] if size is None else size
     if kind in _FILTERS:
@@ -243,17 +260,20 @@ def sample_base(base: Tensor, coord: Tensor, kind: str, origin: Tensor | None = 
         row, col, weight = nb.row, nb.col, nb.weight
     if origin is not None:
         row, col = row - origin[0], col - origin[1]
-    return ensemble(gather_latents(base, row, col), weight)
+    return ensemble(base(row, col) if callable(base) else gather_latents(base, row, col), weight)
 
 
-def sample_base_grid(base: Tensor, ys: Tensor, xs: Tensor, kind: str, origin: Tensor | None = None,
-                     size: Sequence[int] | Tensor | None = None) -> Tensor:
+def sample_base_grid(base: Tensor | Callable[[Tensor, Tensor], Tensor], ys: Tensor, xs: Tensor, kind: str,
+                     origin: Tensor | None = None, size: Sequence[int] | Tensor | None = None) -> Tensor:
     """:func:`sample_base` at the centres of the grid ``ys (kh,) x xs (kw,)`` (row-major): ``(B,
     kh*kw, 3)``. Every filter is separable, so a grid is filtered along its rows, then its
     columns: a few 1-D gathers of the block instead of a gather per query and tap (36 for
-    Lanczos-3), the same sum in another order."""
+    Lanczos-3), the same sum in another order. A reader ``base`` (:func:`rows_gather`, batch 1)
+    reads each tap's colours at the grid's points: 3 scalars per point and tap."""
     size = base.shape[-2:] if size is None else size
     hw = grid_size(size, ys)
+    if callable(base):
+        return _sample_base_grid_read(base, ys, xs, kind, origin, size)
     if kind not in _FILTERS:  # bilinear: LIIF's four neighbours and area weights
         nb = grid_neighbours(ys, xs, size)
         rows, cols = nb.rows, nb.cols
@@ -278,3 +298,26 @@ def sample_base_grid(base: Tensor, ys: Tensor, xs: Tensor, kind: str, origin: Te
         term = rows.index_select(3, rx[:, b]) * wx[:, b]
         out = term if out is None else out + term
     return out.flatten(2).transpose(1, 2)
+
+
+def _sample_base_grid_read(read: Callable[[Tensor, Tensor], Tensor], ys: Tensor, xs: Tensor, kind: str,
+                           origin: Tensor | None, size: Sequence[int] | Tensor) -> Tensor:
+    """:func:`sample_base_grid` through a reader: ``(1, kh*kw, 3)``."""
+    hw = grid_size(size, ys)
+    if kind not in _FILTERS:
+        nb = grid_neighbours(ys, xs, size)
+        ry, rx = nb.rows.t(), nb.cols.t()  # (kh, 2), (kw, 2)
+        wy = wx = None
+    else:
+        (ry, wy), (rx, wx) = _filter_taps(ys, hw[0], kind), _filter_taps(xs, hw[1], kind)
+    if origin is not None:
+        ry, rx = ry - origin[0], rx - origin[1]
+    vals = read(ry[:, :, None, None], rx[None, None, :, :])  # (kh, a, kw, b, 3)
+    if wy is None:  # bilinear: the four neighbours' area weights
+        kh, kw = ys.shape[0], xs.shape[0]
+        weight = nb.weight.reshape(2, 2, kh, kw).permute(2, 0, 3, 1)  # (kh, iy, kw, ix)
+        out = (vals * weight.unsqueeze(-1)).sum(dim=(1, 3))
+    else:
+        out = ((vals * wx[None, None, :, :, None]).sum(3) * wy[:, :, None, None]).sum(1)
+    return out.reshape(1, -1, 3)
+

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .air import AIR
 from .appearance import AppEncoder, fold_batchnorm
+from .appearance import for_export as encoder_for_export
 from .config import SAIRConfig
 from .fill import fill_holes
 from .liif import on_device
@@ -55,6 +56,15 @@ class SAIR(nn.Module):
         model = copy.copy(self)
         model._modules = dict(self._modules)  # a shallow copy shares the module dict
         model._modules["app_encoder"] = fold_batchnorm(self.app_encoder)
+        return model.eval()
+
+    def for_export(self) -> "SAIR":
+        """This model in eval mode as the exported graphs trace it, sharing its weights: the
+        AppEncoder (a copy) runs its transposed convolutions as convolutions
+        (:func:`~sair_deploy.model.appearance.for_export`, the same function)."""
+        model = copy.copy(self)
+        model._modules = dict(self._modules)
+        model._modules["app_encoder"] = encoder_for_export(self.app_encoder)
         return model.eval()
 
     # ---- per image -------------------------------------------------------------------------
