@@ -27,10 +27,12 @@ Handle = Any
 # 1024) / 8192 / 16384. (The channels-first design of an earlier session preferred 1024-query
 # pieces.)
 CPU_QUERY_CHUNK = 8192
-# ONNX Runtime's CPU provider runs each call's MLP at once (no cache-sized pieces in a graph) but
-# pays for its ~250 small nodes per call. The bundled model, 512^2 at scale 1 / 2 (one run): 1.25 /
-# 5.92 s in calls of 2048 queries, 1.11 / 5.62 s in 4096, 1.14 / 6.37 s in 16384 (torch: 1.37 /
-# 4.38 s). It used to copy the tile's whole precompute in every call (a Slice of ``air_pre``).
+# ONNX Runtime's CPU provider runs each call's MLP one neighbour at a time (4096 x hidden
+# activations) and pays for its ~300 small nodes per call. Channels-first graphs, the bundled
+# model, 512^2 at scale 1 / 2 (one run): 1.25 / 5.92 s in calls of 2048 queries, 1.11 / 5.62 s in
+# 4096, 1.14 / 6.37 s in 16384. The rows graphs (format 3) at paper widths, the query calls' time
+# at 512^2 scale 2, medians of 3 interleaved runs in one process: 7.3 s in calls of 4096, 8.0 s
+# in 8192, 7.1 s in 16384, within this machine's noise of each other.
 ORT_CPU_QUERY_CHUNK = 4096
 # Queries per call on a GPU: as many as a 512-pixel tile has at scale 2, so calls scale with tiles.
 GPU_QUERY_CHUNK = RuntimePlan().chunk
