@@ -233,17 +233,15 @@ def _ensemble_rows_graph(table: Tensor, row: Tensor, col: Tensor, rel: Tensor, w
         w_rel = F.pad(w_rel, (0, 0, 0, extra))
         cell_term = F.pad(cell_term, (0, extra))
         w_next = F.pad(w_next, (0, extra))
-    # the cell term rides as a third coordinate, always 1: the first layer is then one product
-    # with the gathered rows as its addend, which ONNX Runtime runs with the ReLU as one FusedGemm
-    # (a call's cell is one row; a cell per query, as training has, is added after)
-    one_cell = cell_term.shape[1] == 1
-    w_rel_t = torch.cat([w_rel.t(), cell_term[0]]) if one_cell else w_rel.t()
+    # the call's one cell (``cell_term (1, 1, C)``) rides as a third coordinate, always 1: the
+    # first layer is then one product with the gathered rows as its addend, which ONNX Runtime
+    # runs with the ReLU as one FusedGemm
+    w_rel_t = torch.cat([w_rel.t(), cell_term[0]])
+    coords = torch.cat([rel[0], torch.ones_like(rel[0, ..., :1])], dim=-1)  # (4, Q, 3)
     idx = row[0] * w + col[0]  # (4, Q)
     out = None
     for k in range(idx.shape[0]):
-        coords = torch.cat([rel[0, k], torch.ones_like(rel[0, k, :, :1])], dim=-1) if one_cell else rel[0, k]
-        x = torch.addmm(flat.index_select(0, idx[k]), coords, w_rel_t)
-        x = x.relu() if one_cell else (x + cell_term[0]).relu()
+        x = torch.addmm(flat.index_select(0, idx[k]), coords[k], w_rel_t).relu()
         for i, lin in enumerate(layers):
             x = F.linear(x, w_next if i == 0 else lin.weight, lin.bias).relu()
         rgb = F.linear(x, out_layer.weight if layers else w_next) * weight[0, k].unsqueeze(-1)
@@ -476,17 +474,13 @@ class FastSAIR(nn.Module):
         p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
         if fold is not None:
             p = self._add_semantic_rows(p, *semantic, fold)
+        base, channels = app_padded[:, c:, 1:-1, 1:-1], 1
         if rows_out:
-            p = p.permute(0, 2, 3, 1)
-            if term is not None:
-                p = p + term.reshape(p.shape).to(p.dtype)
-            if self.cfg.residual:
-                p = torch.cat([p, app_padded[:, c:, 1:-1, 1:-1].permute(0, 2, 3, 1)], dim=-1)
-            return p
+            p, base, channels = p.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1), -1
         if term is not None:
             p = p + term.reshape(p.shape).to(p.dtype)
         if self.cfg.residual:  # the base colours ride along as 3 extra channels
-            p = torch.cat([p, app_padded[:, c:, 1:-1, 1:-1]], dim=1)
+            p = torch.cat([p, base], dim=channels)
         return p
 
     # ---- per query ----------------------------------------------------------------------

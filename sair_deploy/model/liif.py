@@ -271,24 +271,23 @@ def sample_base_grid(base: Tensor | Callable[[Tensor, Tensor], Tensor], ys: Tens
     Lanczos-3), the same sum in another order. A reader ``base`` (:func:`rows_gather`, batch 1)
     reads each tap's colours at the grid's points: 3 scalars per point and tap."""
     size = base.shape[-2:] if size is None else size
-    hw = grid_size(size, ys)
+    ry, rx, wy, wx, area = _grid_taps(ys, xs, kind, origin, size)
     if callable(base):
-        return _sample_base_grid_read(base, ys, xs, kind, origin, size)
-    if kind not in _FILTERS:  # bilinear: LIIF's four neighbours and area weights
-        nb = grid_neighbours(ys, xs, size)
-        rows, cols = nb.rows, nb.cols
-        if origin is not None:
-            rows, cols = rows - origin[0], cols - origin[1]
+        vals = base(ry[:, :, None, None], rx[None, None, :, :])  # (kh, a, kw, b, 3)
+        if area is not None:  # bilinear: the four neighbours' area weights
+            weight = area.reshape(2, 2, ys.shape[0], xs.shape[0]).permute(2, 0, 3, 1)  # (kh, iy, kw, ix)
+            out = (vals * weight.unsqueeze(-1)).sum(dim=(1, 3))
+        else:
+            out = ((vals * wx[None, None, :, :, None]).sum(3) * wy[:, :, None, None]).sum(1)
+        return out.reshape(1, -1, 3)
+    if area is not None:
         out = None
         for iy in (0, 1):
-            by_row = base.index_select(2, rows[iy])  # each neighbour row's block rows, once
+            by_row = base.index_select(2, ry[:, iy])  # each neighbour row's block rows, once
             for ix in (0, 1):
-                term = by_row.index_select(3, cols[ix]).flatten(2) * nb.weight[2 * iy + ix]
+                term = by_row.index_select(3, rx[:, ix]).flatten(2) * area[2 * iy + ix]
                 out = term if out is None else out + term
         return out.transpose(1, 2)
-    (ry, wy), (rx, wx) = _filter_taps(ys, hw[0], kind), _filter_taps(xs, hw[1], kind)
-    if origin is not None:
-        ry, rx = ry - origin[0], rx - origin[1]
     rows = None
     for a in range(ry.shape[1]):
         term = base.index_select(2, ry[:, a]) * wy[:, a, None]
@@ -300,24 +299,17 @@ def sample_base_grid(base: Tensor | Callable[[Tensor, Tensor], Tensor], ys: Tens
     return out.flatten(2).transpose(1, 2)
 
 
-def _sample_base_grid_read(read: Callable[[Tensor, Tensor], Tensor], ys: Tensor, xs: Tensor, kind: str,
-                           origin: Tensor | None, size: Sequence[int] | Tensor) -> Tensor:
-    """:func:`sample_base_grid` through a reader: ``(1, kh*kw, 3)``."""
-    hw = grid_size(size, ys)
+def _grid_taps(ys: Tensor, xs: Tensor, kind: str, origin: Tensor | None, size: Sequence[int] | Tensor):
+    """The block pixels :func:`sample_base_grid` reads per grid row and column, ``ry (kh, a)``,
+    ``rx (kw, b)`` (``origin`` taken off), with a filter's per-axis weights ``wy, wx``; for
+    bilinear, LIIF's area weights ``(4, kh*kw)`` instead (the last item; None for a filter)."""
     if kind not in _FILTERS:
         nb = grid_neighbours(ys, xs, size)
-        ry, rx = nb.rows.t(), nb.cols.t()  # (kh, 2), (kw, 2)
-        wy = wx = None
+        ry, rx, wy, wx, area = nb.rows.t(), nb.cols.t(), None, None, nb.weight
     else:
+        hw = grid_size(size, ys)
         (ry, wy), (rx, wx) = _filter_taps(ys, hw[0], kind), _filter_taps(xs, hw[1], kind)
+        area = None
     if origin is not None:
         ry, rx = ry - origin[0], rx - origin[1]
-    vals = read(ry[:, :, None, None], rx[None, None, :, :])  # (kh, a, kw, b, 3)
-    if wy is None:  # bilinear: the four neighbours' area weights
-        kh, kw = ys.shape[0], xs.shape[0]
-        weight = nb.weight.reshape(2, 2, kh, kw).permute(2, 0, 3, 1)  # (kh, iy, kw, ix)
-        out = (vals * weight.unsqueeze(-1)).sum(dim=(1, 3))
-    else:
-        out = ((vals * wx[None, None, :, :, None]).sum(3) * wy[:, :, None, None]).sum(1)
-    return out.reshape(1, -1, 3)
-
+    return ry, rx, wy, wx, area

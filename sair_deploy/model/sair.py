@@ -53,18 +53,19 @@ class SAIR(nn.Module):
         """This model in eval mode for inference, sharing its weights, with the AppEncoder's
         BatchNorms folded into its convolutions (a copy of the encoder alone; ``self`` is left as
         it is, so a model still in training can be evaluated)."""
-        model = copy.copy(self)
-        model._modules = dict(self._modules)  # a shallow copy shares the module dict
-        model._modules["app_encoder"] = fold_batchnorm(self.app_encoder)
-        return model.eval()
+        return self._with_encoder(fold_batchnorm(self.app_encoder))
 
     def for_export(self) -> "SAIR":
         """This model in eval mode as the exported graphs trace it, sharing its weights: the
         AppEncoder (a copy) runs its transposed convolutions as convolutions
         (:func:`~sair_deploy.model.appearance.for_export`, the same function)."""
+        return self._with_encoder(encoder_for_export(self.app_encoder))
+
+    def _with_encoder(self, encoder: AppEncoder) -> "SAIR":
+        """A shallow copy of this model in eval mode with ``encoder`` as its AppEncoder."""
         model = copy.copy(self)
-        model._modules = dict(self._modules)
-        model._modules["app_encoder"] = encoder_for_export(self.app_encoder)
+        model._modules = dict(self._modules)  # a shallow copy shares the module dict
+        model._modules["app_encoder"] = encoder
         return model.eval()
 
     # ---- per image -------------------------------------------------------------------------
