@@ -127,8 +127,9 @@ def convert_to_fp16(model: onnx.ModelProto, coordinate_inputs: Iterable[str] = (
 
     for node in nodes:
         if any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
-            # a loop (the tile's semantic term in bands) stays float32: the values its body reads
-            # from this graph by name are cast back for it
+            # a loop (the tile's semantic term in bands) stays float32: its inputs and the values
+            # its body reads from this graph by name are cast back for it
+            node.input[:] = [as_type(x, FLOAT) if x in half else x for x in node.input]
             for a in node.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:
                     for x in _outer_names(a.g) & half:

@@ -136,16 +136,18 @@ def calibration_inputs(export_dir: Path, calib: Path | None = None, seed: int = 
 def kept_float32_nodes(model: onnx.ModelProto, coordinate_inputs: Iterable[str],
                        last_product_fp32: bool) -> list[str]:
     """Names of the Conv/MatMul/Gemm nodes that must stay float32: those fed (transitively) by
-    coordinates only, and, when ``last_product_fp32``, the last product and every product
-    sharing its weights (a query graph's RGB layer, once per neighbour; the tile graph's AIR
-    precompute)."""
+    coordinates or weights only, and, when ``last_product_fp32``, the last product of features (in the
+    graph's order) and every product sharing its weights (a query graph's RGB layer, once per
+    neighbour; the tile graph's AIR precompute, before its semantic term's loop)."""
     g = model.graph
     inits = {i.name for i in g.initializer}
     coord_only = set(coordinate_inputs)
     features = {i.name for i in g.input} - coord_only
     derived = set(features)  # tensors that depend on a feature input
     for n in g.node:
-        if any(x in derived for x in n.input):
+        if n.op_type in ("Shape", "Size"):  # a feature's shape is plan arithmetic, not a feature
+            coord_only.update(n.output)
+        elif any(x in derived for x in n.input):
             derived.update(n.output)
         elif n.op_type != "Constant" and any(x in coord_only for x in n.input):
             coord_only.update(n.output)
@@ -154,12 +156,16 @@ def kept_float32_nodes(model: onnx.ModelProto, coordinate_inputs: Iterable[str],
     for n in products:
         if any(x in coord_only and x not in inits for x in n.input):
             keep.append(n.name)
-    if last_product_fp32 and products:
+        elif not any(x in derived for x in n.input):
+            # weights only (SIR's output layer folded into AIR's semantic block): folded once per
+            # session, never quantized as if it were an activation
+            keep.append(n.name)
+    of_features = [n for n in products if n.name not in keep]
+    if last_product_fp32 and of_features:
         # the last product, and every other product of its weights (the query graphs apply the
         # RGB layer once per neighbour): a shared weight is quantized if any of its products is
-        weights = {x for x in products[-1].input if x in inits}
-        keep += [n.name for n in products
-                 if n.name not in keep and (n is products[-1] or weights & set(n.input))]
+        weights = {x for x in of_features[-1].input if x in inits}
+        keep += [n.name for n in of_features if n is of_features[-1] or weights & set(n.input)]
     return keep
 
 

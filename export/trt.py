@@ -54,6 +54,9 @@ def profile_sizes(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, int]:
 
 def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     """``{graph: {input: (min, opt, max)}}`` for the dynamic *shapes* of every graph's inputs."""
+    from sair_deploy.model.bands import banded_rows
+    from sair_deploy.model.fast import EXPORT_BAND_ROWS
+
     s = profile_sizes(cfg, runtime)
     ps = cfg.semantic.patch_size
     base = 3 if cfg.residual else 0  # a residual model carries the base colours along
@@ -63,7 +66,9 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     holes = ((1,), (o * o // 3 + 1,), (pixels + 1,))  # hole indices + the sentinel
     u8 = ((1, 1, 1, 3), (1, o, o, 3), (1, r, r, 3))  # the whole image
     nchw = lambda c, lo: ((1, c, lo, lo), (1, c, o, o), (1, c, r, r))  # noqa: E731
-    air = ((1, 1, 1, hid_air), (1, k, k, hid_air), (1, k, k, hid_air))  # rows: channels last
+    # rows (channels last); with a semantic term the tile graph rounds its rows up to whole bands
+    kr = banded_rows(k, EXPORT_BAND_ROWS) if cfg.use_semantic else k
+    air = ((1, 1, 1, hid_air), (1, kr, k, hid_air), (1, kr, k, hid_air))
     out: dict[str, Profile] = {
         "prepare": {"image": u8, "holes": holes},
         "tile": {"image": nchw(3, 4), "mask": nchw(1, 4)},

@@ -99,10 +99,11 @@ def test_semantic_term_of_a_tile_equals_the_general_one(rows):
 
 @pytest.mark.parametrize("rows", [16, 37])
 def test_the_exported_semantic_term_loop_equals_the_whole_term(rows):
-    """Exported tile graphs compute the semantic term in a loop over bands of 16 rows (ONNX
-    ``Scan``; the last band padded with the last row, then cut off): the same numbers as all rows
-    at once, run here eagerly through the same loop."""
-    from sair_deploy.model.bands import semantic_band, semantic_bands
+    """Exported tile graphs add the semantic term in a loop over bands of 8 rows (ONNX ``Scan``,
+    each band's ensemble through the folded product with its rows of the block as the addend;
+    the block's rows rounded up to whole bands): the same numbers as all rows at once, run here
+    eagerly through the same loop."""
+    from sair_deploy.model.bands import add_semantic_bands, banded_rows, semantic_band
     from sair_deploy.model.fast import EXPORT_BAND_ROWS, _hidden_rows
     from sair_deploy.model.liif import pixel_centres
 
@@ -115,12 +116,17 @@ def test_the_exported_semantic_term_loop_equals_the_whole_term(rows):
         feats = model.encode(image, mask, sem_image, sem_valid)
         sem_pre = fast.semantic_precompute(feats.embedding, feats.holes)
         lat, nb, row_terms, col_terms = fast._semantic_grid(sem_pre, ys, xs, torch.tensor([[[2 / 64, 2 / 80]]]))
+        w_t = fast._fold(sem_pre)[0].t()
         hidden = lambda h: _hidden_rows(h, model.sir.mlp.linears[1:-1])  # noqa: E731
         args = (lat, nb.rows, nb.cols, torch.stack(row_terms), torch.stack(col_terms), nb.weight.view(4, rows, 29))
-        whole = semantic_band(*args, slice(None), hidden)
-        looped = semantic_bands(*args, hidden, EXPORT_BAND_ROWS)
-    assert looped.shape == whole.shape == (1, rows * 29, model.sir.mlp.linears[-2].out_features)
-    assert torch.allclose(looped, whole, atol=1e-6)
+        whole = semantic_band(*args, slice(None), hidden)[0] @ w_t  # (rows * 29, C)
+        padded = banded_rows(rows, EXPORT_BAND_ROWS)
+        p = torch.randn(1, padded, 29, w_t.shape[1])
+        looped = add_semantic_bands(p, *args, hidden, w_t, EXPORT_BAND_ROWS)
+    assert padded == (16 if rows == 16 else 40)
+    assert looped.shape == p.shape
+    assert torch.allclose(looped[:, :rows].reshape(-1, w_t.shape[1]), p[:, :rows].reshape(-1, w_t.shape[1]) + whole,
+                          atol=1e-5)
 
 
 @pytest.mark.parametrize("residual", [False, True])

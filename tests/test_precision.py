@@ -189,12 +189,21 @@ def test_int8_export_graphs_manifest_and_auto(int8_export, model):
     assert len(kept) == 9
     quantized = [n for n in products if any(x in dq_out for x in n.input)]
     assert quantized and len(quantized) == len(products) - 9
-    # the tile graph's encoder is int8, its last product (AIR's precompute) float32
+    # the tile graph's encoder is int8, its last convolution (AIR's precompute, which the
+    # semantic term's loop then adds to) float32, and so are the products of weights only (the
+    # fold of SIR's output layer into AIR's semantic block, which the loop reads)
     t = onnx.load(str(out / "tile.int8.onnx"))
     dq_out = {n.output[0] for n in t.graph.node if n.op_type == "DequantizeLinear"}
-    products = [n for n in t.graph.node if n.op_type in quantize.QUANT_OPS]
-    assert any(x in dq_out for x in products[0].input)
-    assert not any(x in dq_out for x in products[-1].input)
+    convs = [n for n in t.graph.node if n.op_type == "Conv"]
+    assert any(x in dq_out for x in convs[0].input)
+    assert not any(x in dq_out for x in convs[-1].input)
+    scan = [n for n in t.graph.node if n.op_type == "Scan"]
+    assert len(scan) == 1 and not [n for n in scan[0].attribute[0].g.node if "Quantize" in n.op_type]
+    producer = {o: n for n in t.graph.node for o in n.output}
+    reads = {x for n in scan[0].attribute[0].g.node for x in n.input}
+    assert not [x for x in reads if x in producer and producer[x].op_type == "DequantizeLinear"]
+    assert not [x for x in reads if x in producer and producer[x].op_type == "Transpose"
+                and producer[x].input[0] in dq_out]
     # int8 runs, stays near float32, and auto takes it since its gate passed
     image, mask = random_case(48, 64, seed=9)
     res = {}

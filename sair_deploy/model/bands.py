@@ -6,7 +6,7 @@ and each of its 4 latent neighbours (:meth:`~sair_deploy.model.fast.FastSAIR.sem
 Over a whole 512-pixel tile that is 4 x 262144 x 256 floats per layer (268 MB each): eager torch
 takes it in bands of rows, and an exported graph loops over bands with ONNX ``Scan`` (ONNX
 Runtime's bias, ReLU and ensemble passes ran at memory speed over the whole tile, and made its
-tile graph 1.5x slower than torch's). :func:`semantic_band` is the math, :func:`semantic_bands`
+tile graph 1.5x slower than torch's). :func:`semantic_band` is the math, :func:`add_semantic_bands`
 the loop (torch's ``scan``, which ``torch.onnx`` exports as ``Scan``).
 """
 
@@ -43,24 +43,38 @@ def semantic_band(lat: Tensor, rows: Tensor, cols: Tensor, row_terms: Tensor, co
     return out.view(b, -1, out.shape[-1])
 
 
-def semantic_bands(lat: Tensor, rows: Tensor, cols: Tensor, row_terms: Tensor, col_terms: Tensor,
-                   weight: Tensor, hidden: Callable[[Tensor], Tensor], band_rows: int) -> Tensor:
-    """:func:`semantic_band` over all ``kh`` tile rows in bands of ``band_rows`` rows, as a loop
-    that exports as an ONNX ``Scan`` (its body one band): ``(B, kh*kw, H)``. The last band
-    repeats the last row; the repeats are cut off."""
+def banded_rows(kh: int, band_rows: int) -> int:
+    """Rows of an exported tile's ``air_pre``: its ``kh`` rows rounded up to whole bands."""
+    return (kh + band_rows - 1) // band_rows * band_rows
+
+
+def add_semantic_bands(p: Tensor, lat: Tensor, rows: Tensor, cols: Tensor, row_terms: Tensor, col_terms: Tensor,
+                       weight: Tensor, hidden: Callable[[Tensor], Tensor], w_t: Tensor, band_rows: int) -> Tensor:
+    """``p`` plus :func:`semantic_band`'s activations through ``w_t (H, C)`` (SIR's output layer
+    folded into AIR's semantic block), a band of ``band_rows`` rows at a time, as a loop that
+    exports as an ONNX ``Scan`` whose body is one band: its ensemble, then one product with the
+    band of ``p`` as the addend.
+
+    ``p (1, n, kw, C)``: the rest of AIR's first layer at the tile's pixels, laid out as rows,
+    with ``n`` = :func:`banded_rows` of the tile's ``kh`` (the ``kh`` rows of ``rows``): the
+    rows past ``kh`` take the last row's term and are never read. Whole bands in and out mean
+    nothing is sliced, stacked or added in a pass over the tile of its own (ONNX Runtime copies
+    every slice). Returns ``(1, n, kw, C)``.
+    """
     from torch._higher_order_ops.scan import scan
 
+    _, n, kw, c = p.shape
     kh = rows.shape[1]
-    n_bands = (kh + band_rows - 1) // band_rows
+    n_bands = n // band_rows
     # the band's row numbers travel as floats (exact below 2^24): TensorRT's loops take float
     # inputs only
-    bands = torch.arange(n_bands * band_rows, device=lat.device, dtype=torch.float32)
+    bands = torch.arange(n, device=lat.device, dtype=torch.float32)
     bands = torch.minimum(bands, bands.new_ones(()) * (kh - 1)).reshape(n_bands, band_rows)
 
-    def body(carry: Tensor, band: Tensor) -> tuple[Tensor, Tensor]:
-        return carry.clone(), semantic_band(lat, rows, cols, row_terms, col_terms, weight, band.long(), hidden)
+    def body(carry: Tensor, band: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        index, target = band
+        term = semantic_band(lat, rows, cols, row_terms, col_terms, weight, index.long(), hidden)[0]
+        return carry.clone(), torch.addmm(target, term.to(w_t.dtype), w_t)
 
-    _, out = scan(body, lat.new_zeros(1), bands)  # (n_bands, B, band_rows*kw, H)
-    if lat.shape[0] > 1:  # (a graph's batch of 1 needs no transpose, which would copy it all)
-        out = out.transpose(0, 1)
-    return out.reshape(lat.shape[0], -1, out.shape[-1])[:, : kh * cols.shape[1]]
+    _, out = scan(body, lat.new_zeros(1), (bands, p.reshape(n_bands, band_rows * kw, c)))
+    return out.reshape(p.shape)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .liif import (gather_channels, grid_neighbours, local_neighbours, rows_gather, sample_base, sample_base_grid,
                    scale_cell, unfold3x3)
-from .bands import semantic_band, semantic_bands
+from .bands import add_semantic_bands, semantic_band
 from .sair import SAIR, Features, pixel_cell
 
 
@@ -285,7 +285,7 @@ def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term
     return out
 
 
-EXPORT_BAND_ROWS = 16  # tile rows per band of an exported graph's semantic term (8192 centres at 512 wide)
+EXPORT_BAND_ROWS = 8  # tile rows per band of an exported graph's semantic term (4096 centres at 512 wide)
 CPU_PIECE = 4096  # centres per piece of the semantic term on a CPU (its activations stay in cache)
 CPU_QUERY_PIECE = 8192  # queries per piece of an MLP's hidden layers on a CPU (backends.base.CPU_QUERY_CHUNK)
 GPU_QUERY_PIECE = 1 << 18  # on a GPU pieces only bound the activations' memory (128 MiB a layer)
@@ -370,8 +370,8 @@ class FastSAIR(nn.Module):
         Neighbours are separable on a grid (:func:`grid_neighbours`): their features are 1-D
         gathers of the small latent grid, not a gather with an index per centre and channel
         (exported, that index was an ``Expand`` of gigabytes per tile at the paper's widths, and
-        made ONNX Runtime's tile graph 2x slower than torch's). The rows path runs it in bands
-        (:meth:`_add_semantic_rows`, which the tile's precompute calls directly)."""
+        made ONNX Runtime's tile graph 2x slower than torch's). The tile's precompute adds it in
+        bands instead (:meth:`_add_semantic_rows`, :meth:`_add_semantic_bands`)."""
         fold = self._fold(sem_pre)
         if _rows_here(sem_pre):
             b, hidden = sem_pre.shape[0], fold[0].shape[0]
@@ -380,23 +380,10 @@ class FastSAIR(nn.Module):
             out = self._add_semantic_rows(term, sem_pre, ys, xs, cell, fold).flatten(2)
             return out.transpose(1, 2) if rows else out
         with _no_autocast(sem_pre):
-            grid = self._semantic_grid(sem_pre, ys, xs, cell)
-            if torch.compiler.is_exporting():
-                out = self._semantic_bands(grid, ys.shape[0], xs.shape[0])
-            else:
-                out = self._semantic_band(*grid, slice(None), xs.shape[0])
+            out = self._semantic_band(*self._semantic_grid(sem_pre, ys, xs, cell), slice(None), xs.shape[0])
             if rows:
                 return torch.matmul(out.to(fold[0].dtype), fold[0].t()) + fold[1].t()
             return torch.matmul(fold[0], out.transpose(1, 2).to(fold[0].dtype)) + fold[1]
-
-    def _semantic_bands(self, grid, kh, kw) -> Tensor:
-        """:meth:`_semantic_band` over all ``kh`` rows as an exported graph computes it: a loop
-        (:func:`~sair_deploy.model.bands.semantic_bands`, an ONNX ``Scan``) over bands of
-        :data:`EXPORT_BAND_ROWS` rows, so each band's activations stay in cache. ``(1, kh*kw, H)``."""
-        lat, nb, row_terms, col_terms = grid
-        return semantic_bands(lat, nb.rows, nb.cols, torch.stack(row_terms), torch.stack(col_terms),
-                              nb.weight.view(4, kh, kw), lambda h: _hidden_rows(h, self.model.sir.mlp.linears[1:-1]),
-                              EXPORT_BAND_ROWS)
 
     def _add_semantic_rows(self, p: Tensor, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor,
                            fold: tuple[Tensor, Tensor]) -> Tensor:
@@ -419,6 +406,20 @@ class FastSAIR(nn.Module):
                 else:
                     target.baddbmm_(band, w_t.expand(b, *w_t.shape))
         return p
+
+    def _add_semantic_bands(self, p: Tensor, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor,
+                            fold: tuple[Tensor, Tensor]) -> Tensor:
+        """:meth:`_add_semantic_rows` as an exported graph runs it: a loop over bands of
+        :data:`EXPORT_BAND_ROWS` rows (:func:`~sair_deploy.model.bands.add_semantic_bands`, an
+        ONNX ``Scan``), each band's ensemble through the folded ``W_s W_out`` with its rows of
+        ``p`` as the addend. ``p (1, n, kw, hidden)``: rows, ``n`` the ``kh = len(ys)`` rows
+        rounded up to whole bands (:func:`~sair_deploy.model.bands.banded_rows`)."""
+        lat, nb, row_terms, col_terms = self._semantic_grid(sem_pre, ys, xs, cell)
+        kh, kw = ys.shape[0], xs.shape[0]
+        return add_semantic_bands(p, lat, nb.rows, nb.cols, torch.stack(row_terms), torch.stack(col_terms),
+                                  nb.weight.view(4, kh, kw),
+                                  lambda h: _hidden_rows(h, self.model.sir.mlp.linears[1:-1]),
+                                  fold[0].t().to(p.dtype), EXPORT_BAND_ROWS)
 
     def _semantic_grid(self, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor):
         """What :meth:`_semantic_band` reads: the channels-last latent grid with the cell term
@@ -457,31 +458,37 @@ class FastSAIR(nn.Module):
         Returns ``(B, hidden, h, w)`` (``hidden + 3`` channels, the base last, if residual),
         channels last on the rows path (:func:`_rows_here`: eagerly on a CPU or a CUDA GPU);
         with ``rows_out`` as rows, ``(B, h, w, hidden(+3))`` (the tile graph's output: a view on
-        the rows path; exported, the convolution's output transposed before the semantic term is
-        added, which ONNX Runtime folds into the reorder out of its blocked convolution layout).
+        the rows path). While exporting, the semantic term is added in a loop over whole bands
+        of rows (:meth:`_add_semantic_bands`): there ``h`` is ``len(ys)`` rounded up to whole
+        bands, and the rows past ``len(ys)`` are never read.
         """
         w_z, _, _, _, bias = self._air_first()
         c = self.model.air.app_dim
         rows = _rows_here(app_padded)
+        banded = semantic is not None and torch.compiler.is_exporting()
         if rows:  # channels last: 2-4x faster on a CPU, rows for the queries
             app_padded = app_padded.contiguous(memory_format=torch.channels_last)
         fold = term = None
-        if semantic is not None and rows:  # the term's bias rides in the convolution's
+        if semantic is not None and (rows or banded):  # the term's bias rides in the convolution's
             fold = self._fold(semantic[0])
             bias = bias + fold[1][:, 0].to(bias.dtype)
-        elif semantic is not None:  # (before the convolution: an int8 export keeps the last product float32)
+        elif semantic is not None:  # training: the whole term at once
             term = self.semantic_term_grid(*semantic, rows=rows_out)
         p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
-        if fold is not None:
+        if fold is not None and rows:
             p = self._add_semantic_rows(p, *semantic, fold)
         base, channels = app_padded[:, c:, 1:-1, 1:-1], 1
-        if rows_out:
+        if rows_out or banded:
+            # exported, the transpose follows the convolution: ONNX Runtime folds it into the
+            # reorder out of its blocked convolution layout
             p, base, channels = p.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1), -1
+        if banded:
+            p = self._add_semantic_bands(p, *semantic, fold)
         if term is not None:
             p = p + term.reshape(p.shape).to(p.dtype)
         if self.cfg.residual:  # the base colours ride along as 3 extra channels
             p = torch.cat([p, base], dim=channels)
-        return p
+        return p.permute(0, 3, 1, 2) if banded and not rows_out else p
 
     # ---- per query ----------------------------------------------------------------------
     def query(self, air_pre: Tensor, grid: Tensor, coord: Tensor, cell: Tensor) -> Tensor:

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fast import FastSAIR, _rows_here
+from .bands import banded_rows
+from .fast import EXPORT_BAND_ROWS, FastSAIR, _rows_here
 from .liif import grid_size, on_device, pixel_centres
 from .sair import SAIR
 
@@ -192,7 +193,9 @@ class TileGraph(nn.Module):
     precomputed first layer on the kept window ``box[4:8]`` -> ``air_pre (1,kh,kw,hidden(+3))``,
     laid out as rows (channels last): the query graphs read each neighbour's features as one
     contiguous row. In torch it is a view of the rows path's channels-last precompute; an exported
-    graph transposes once per tile.
+    graph transposes once per tile, and with a semantic term its ``kh`` is rounded up to whole
+    bands of :data:`~sair_deploy.model.fast.EXPORT_BAND_ROWS` rows (extra rows nobody reads: the
+    query graphs index rows by the block's width and origin only).
 
     The kept window lies inside the encoder's window by at least the encoder's receptive radius
     wherever it does not touch the region's border, so its features equal a whole-image pass.
@@ -219,9 +222,17 @@ class TileGraph(nn.Module):
             app = torch.cat([app, x], dim=1)
         # LIIF unfolds with zeros beyond the image: the kept window plus a 1-pixel border, with
         # whatever lies past the region's true size (the stride padding, the outside) zeroed
-        r = torch.arange(kh + 2, device=app.device) + (kr0 - 1)  # region rows of the window
+        banded = sem_pre is not None and torch.compiler.is_exporting()
+        out_rows = banded_rows(kh, EXPORT_BAND_ROWS) if banded else kh
+        r = torch.arange(out_rows + 2, device=app.device) + (kr0 - 1)  # region rows of the window
         c = torch.arange(kw + 2, device=app.device) + (kc0 - 1)
-        app = F.pad(app, (1, 1, 1, 1)).index_select(2, r - (ir0 - 1)).index_select(3, c - (ic0 - 1))
+        window_rows = r - (ir0 - 1)
+        if banded:
+            # an exported semantic term runs over whole bands of rows: the window's rows are
+            # rounded up to them here, where rows are gathered anyway, clamped to the padded
+            # encoder window (nothing reads them; Min, not Clip: TensorRT clips floats only)
+            window_rows = torch.minimum(window_rows, 4 * box[1:2] + 1)
+        app = F.pad(app, (1, 1, 1, 1)).index_select(2, window_rows).index_select(3, c - (ic0 - 1))
         inside = ((r >= 0) & (r < rh))[:, None] & ((c >= 0) & (c < rw))[None, :]
         app = app * inside.to(app.dtype)
         semantic = None
