@@ -57,9 +57,8 @@ def cut_banded_rows(air_pre: np.ndarray, kh: int) -> np.ndarray:
     """An exported tile's ``air_pre`` without the rows past ``kh`` that round it up to whole bands
     of its semantic loop (never read); more rows than that is a mismatch."""
     from sair_deploy.model.bands import banded_rows
-    from sair_deploy.model.fast import EXPORT_BAND_ROWS
 
-    if air_pre.shape[1] != banded_rows(kh, EXPORT_BAND_ROWS):
+    if air_pre.shape[1] != banded_rows(kh):
         raise AssertionError(f"air_pre has {air_pre.shape[1]} rows for a {kh}-row window")
     return air_pre[:, :kh]
 

@@ -55,7 +55,6 @@ def profile_sizes(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, int]:
 def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     """``{graph: {input: (min, opt, max)}}`` for the dynamic *shapes* of every graph's inputs."""
     from sair_deploy.model.bands import banded_rows
-    from sair_deploy.model.fast import EXPORT_BAND_ROWS
 
     s = profile_sizes(cfg, runtime)
     ps = cfg.semantic.patch_size
@@ -67,7 +66,7 @@ def profiles(cfg: SAIRConfig, runtime: dict[str, int]) -> dict[str, Profile]:
     u8 = ((1, 1, 1, 3), (1, o, o, 3), (1, r, r, 3))  # the whole image
     nchw = lambda c, lo: ((1, c, lo, lo), (1, c, o, o), (1, c, r, r))  # noqa: E731
     # rows (channels last); with a semantic term the tile graph rounds its rows up to whole bands
-    kr = banded_rows(k, EXPORT_BAND_ROWS) if cfg.use_semantic else k
+    kr = banded_rows(k) if cfg.use_semantic else k
     air = ((1, 1, 1, hid_air), (1, kr, k, hid_air), (1, kr, k, hid_air))
     out: dict[str, Profile] = {
         "prepare": {"image": u8, "holes": holes},

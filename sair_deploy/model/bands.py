@@ -43,8 +43,12 @@ def semantic_band(lat: Tensor, rows: Tensor, cols: Tensor, row_terms: Tensor, co
     return out.view(b, -1, out.shape[-1])
 
 
-def banded_rows(kh: int, band_rows: int) -> int:
-    """Rows of an exported tile's ``air_pre``: its ``kh`` rows rounded up to whole bands."""
+EXPORT_BAND_ROWS = 8  # tile rows per band of an exported graph's semantic term (4096 centres at 512 wide)
+
+
+def banded_rows(kh: int, band_rows: int = EXPORT_BAND_ROWS) -> int:
+    """Rows of an exported tile's ``air_pre`` with a semantic term: its ``kh`` rows rounded up to
+    whole bands."""
     return (kh + band_rows - 1) // band_rows * band_rows
 
 

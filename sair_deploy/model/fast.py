@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .liif import (gather_channels, grid_neighbours, local_neighbours, rows_gather, sample_base, sample_base_grid,
                    scale_cell, unfold3x3)
-from .bands import add_semantic_bands, semantic_band
+from .bands import EXPORT_BAND_ROWS, add_semantic_bands, semantic_band
 from .sair import SAIR, Features, pixel_cell
 
 
@@ -285,10 +285,15 @@ def _mlp_cf(first: Tensor, rel: Tensor, weight: Tensor, w_rel: Tensor, cell_term
     return out
 
 
-EXPORT_BAND_ROWS = 8  # tile rows per band of an exported graph's semantic term (4096 centres at 512 wide)
 CPU_PIECE = 4096  # centres per piece of the semantic term on a CPU (its activations stay in cache)
 CPU_QUERY_PIECE = 8192  # queries per piece of an MLP's hidden layers on a CPU (backends.base.CPU_QUERY_CHUNK)
 GPU_QUERY_PIECE = 1 << 18  # on a GPU pieces only bound the activations' memory (128 MiB a layer)
+
+
+def exported_bands(semantic: bool) -> bool:
+    """Whether a tile's precompute adds its semantic term over whole bands of rows: in an exported
+    tile graph with a semantic term, which rounds its rows up to them (:meth:`FastSAIR._add_semantic_bands`)."""
+    return semantic and torch.compiler.is_exporting()
 
 
 def _neighbour_major(nb) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -458,14 +463,14 @@ class FastSAIR(nn.Module):
         Returns ``(B, hidden, h, w)`` (``hidden + 3`` channels, the base last, if residual),
         channels last on the rows path (:func:`_rows_here`: eagerly on a CPU or a CUDA GPU);
         with ``rows_out`` as rows, ``(B, h, w, hidden(+3))`` (the tile graph's output: a view on
-        the rows path). While exporting, the semantic term is added in a loop over whole bands
-        of rows (:meth:`_add_semantic_bands`): there ``h`` is ``len(ys)`` rounded up to whole
-        bands, and the rows past ``len(ys)`` are never read.
+        the rows path). An exported tile graph adds the semantic term to its rows in a loop over
+        whole bands (:func:`exported_bands`, :meth:`_add_semantic_bands`): there ``h`` is
+        ``len(ys)`` rounded up to whole bands, and the rows past ``len(ys)`` are never read.
         """
         w_z, _, _, _, bias = self._air_first()
         c = self.model.air.app_dim
         rows = _rows_here(app_padded)
-        banded = semantic is not None and torch.compiler.is_exporting()
+        banded = rows_out and exported_bands(semantic is not None)
         if rows:  # channels last: 2-4x faster on a CPU, rows for the queries
             app_padded = app_padded.contiguous(memory_format=torch.channels_last)
         fold = term = None
@@ -478,7 +483,7 @@ class FastSAIR(nn.Module):
         if fold is not None and rows:
             p = self._add_semantic_rows(p, *semantic, fold)
         base, channels = app_padded[:, c:, 1:-1, 1:-1], 1
-        if rows_out or banded:
+        if rows_out:
             # exported, the transpose follows the convolution: ONNX Runtime folds it into the
             # reorder out of its blocked convolution layout
             p, base, channels = p.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1), -1
@@ -488,7 +493,7 @@ class FastSAIR(nn.Module):
             p = p + term.reshape(p.shape).to(p.dtype)
         if self.cfg.residual:  # the base colours ride along as 3 extra channels
             p = torch.cat([p, base], dim=channels)
-        return p.permute(0, 3, 1, 2) if banded and not rows_out else p
+        return p
 
     # ---- per query ----------------------------------------------------------------------
     def query(self, air_pre: Tensor, grid: Tensor, coord: Tensor, cell: Tensor) -> Tensor:

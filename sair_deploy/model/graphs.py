@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bands import banded_rows
-from .fast import EXPORT_BAND_ROWS, FastSAIR, _rows_here
+from .fast import FastSAIR, _rows_here, exported_bands
 from .liif import grid_size, on_device, pixel_centres
 from .sair import SAIR
 
@@ -194,7 +194,7 @@ class TileGraph(nn.Module):
     laid out as rows (channels last): the query graphs read each neighbour's features as one
     contiguous row. In torch it is a view of the rows path's channels-last precompute; an exported
     graph transposes once per tile, and with a semantic term its ``kh`` is rounded up to whole
-    bands of :data:`~sair_deploy.model.fast.EXPORT_BAND_ROWS` rows (extra rows nobody reads: the
+    bands of :data:`~sair_deploy.model.bands.EXPORT_BAND_ROWS` rows (extra rows nobody reads: the
     query graphs index rows by the block's width and origin only).
 
     The kept window lies inside the encoder's window by at least the encoder's receptive radius
@@ -222,8 +222,8 @@ class TileGraph(nn.Module):
             app = torch.cat([app, x], dim=1)
         # LIIF unfolds with zeros beyond the image: the kept window plus a 1-pixel border, with
         # whatever lies past the region's true size (the stride padding, the outside) zeroed
-        banded = sem_pre is not None and torch.compiler.is_exporting()
-        out_rows = banded_rows(kh, EXPORT_BAND_ROWS) if banded else kh
+        banded = exported_bands(sem_pre is not None)
+        out_rows = banded_rows(kh) if banded else kh
         r = torch.arange(out_rows + 2, device=app.device) + (kr0 - 1)  # region rows of the window
         c = torch.arange(kw + 2, device=app.device) + (kc0 - 1)
         window_rows = r - (ir0 - 1)
