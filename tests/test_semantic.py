@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from sair_deploy.model.config import SemanticConfig
-from sair_deploy.model.semantic import SemanticEncoder, WeightsNotFound, load_pretrained_visual
+from sair_deploy.model.semantic import SemanticEncoder, WeightsNotFound, bicubic_weights, load_pretrained_visual
 
 CFG = SemanticConfig(width=32, layers=3, heads=4, embed_dim=24, native_size=64, max_side=64,
                      pretrained=None)
@@ -80,3 +80,13 @@ def test_encoder_is_frozen_and_rejects_bad_sizes():
 def test_missing_pretrained_weights_say_how_to_supply_them(tmp_path):
     with pytest.raises(WeightsNotFound, match="--clip-weights"):
         load_pretrained_visual(SemanticConfig(), weights=str(tmp_path / "missing.bin"))
+
+
+@pytest.mark.parametrize("n_out", [1, 3, 4, 7, 14, 16, 31, 64])
+def test_bicubic_weights_resize_as_torch_does(n_out):
+    # the matrix every runtime resizes the positional grid with, against torch's own bicubic
+    torch.manual_seed(0)
+    axis = torch.randn(3, 14)
+    want = F.interpolate(axis[None, :, None, :], size=(1, n_out), mode="bicubic", align_corners=False)[0, :, 0]
+    got = axis @ bicubic_weights(14, n_out, axis).t()
+    assert torch.allclose(got, want, atol=1e-5)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CLIP_MEAN, CLIP_STD, SemanticConfig
+from .liif import grid_size
 
 
 class WeightsNotFound(RuntimeError):
@@ -174,6 +175,31 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
+def bicubic_weights(n_in: int, n_out, like: Tensor) -> Tensor:
+    """``(n_out, n_in)``: torch's bicubic resize of an axis (``F.interpolate``, ``align_corners=
+    False``: cubic convolution with a = -0.75, edge taps clamped, no antialias) as a matrix.
+
+    The positional grid resizes with two small products in every runtime; ONNX Runtime's cubic
+    ``Resize`` took 25 ms on CLIP's 14 x 14 x 768 grid where torch's took 1 ms. Taps are found by
+    comparing float indices, so the graph has no integer arithmetic (TensorRT clips floats only).
+    """
+    a = -0.75
+    sizes = grid_size((n_in, n_out), like)
+    src = (torch.arange(n_out, device=like.device).to(torch.float32) + 0.5) * (sizes[0] / sizes[1]) - 0.5
+    first = torch.floor(src)
+    t = (src - first)[:, None]
+    near = torch.cat([t, 1 - t], dim=1)  # distances to the two inner taps, |x| <= 1
+    far = torch.cat([t + 1, 2 - t], dim=1)  # to the two outer taps, 1 < |x| < 2
+    w_near = ((a + 2) * near - (a + 3)) * near * near + 1
+    w_far = ((a * far - 5 * a) * far + 8 * a) * far - 4 * a
+    w = torch.stack([w_far[:, 0], w_near[:, 0], w_near[:, 1], w_far[:, 1]], dim=1)  # (n_out, 4)
+    taps = first[:, None] + torch.arange(-1, 3, device=like.device).to(torch.float32)
+    taps = torch.clamp(taps, min=0.0)
+    taps = torch.minimum(taps, sizes[0] - 1)
+    onehot = (taps[:, :, None] == torch.arange(n_in, device=like.device).to(torch.float32)).to(w.dtype)
+    return (w[:, :, None] * onehot).sum(dim=1).to(like.dtype)
+
+
 class SemanticEncoder(nn.Module):
     """Frozen CLIP image tower giving a dense grid ``E`` for any ``H, W`` divisible by 16."""
 
@@ -194,9 +220,11 @@ class SemanticEncoder(nn.Module):
         n = self.cfg.native_grid
         if not torch.compiler.is_exporting() and (gh, gw) == (n, n):
             return pos  # exported, the grid is a plan number: resized always (at n x n, exactly)
-        grid = pos[1:].reshape(1, n, n, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
-        return torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(gh * gw, -1)], dim=0)
+        grid = pos[1:].reshape(n, n * pos.shape[-1])
+        # separable: rows, then columns by a broadcast product over the (gh, n, C) stack
+        grid = (bicubic_weights(n, gh, pos) @ grid).reshape(gh, n, pos.shape[-1])
+        grid = torch.matmul(bicubic_weights(n, gw, pos), grid)
+        return torch.cat([pos[:1], grid.reshape(gh * gw, -1)], dim=0)
 
     def forward(self, image: Tensor) -> Tensor:
         """``image (B, 3, H, W)`` in [0, 1], ``H, W`` multiples of the patch size -> ``E``."""
