@@ -260,6 +260,9 @@ def precision_turn(turn: dict) -> dict:
     if turn["backend"] == "torch":
         backend = TorchBackend(load_checkpoint(turn["checkpoint"]), precision=turn["precision"])
     else:
+        from sair_deploy.backends import onnx_backend
+
+        onnx_backend.SHARE_CPU_THREADS = True  # as sair-inpaint's process does
         backend = OnnxBackend(turn["export"], device="cpu", precision=turn["precision"], threads=turn["threads"])
     image, mask = photo(turn["size"])
     warm = Inpainter(backend)  # untimed: first calls size the arenas and caches

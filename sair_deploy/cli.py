@@ -279,6 +279,10 @@ def _refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:
 
 
 def main() -> None:
+    from .backends import onnx_backend
+
+    # this process runs nothing but our graphs: its ONNX Runtime sessions share one thread pool
+    onnx_backend.SHARE_CPU_THREADS = True
     cli()
 
 

@@ -206,3 +206,45 @@ def test_stats_line_counts_the_images_calls_and_bytes(case, tiny_checkpoint, tmp
     assert len(line) == 1
     assert "graph calls (prepare 1," in line[0] and "assemble 1)" in line[0]
     assert "MB to the device" in line[0] and "[torch, fp32]" in line[0]
+
+
+_POOL_SCRIPT = """
+import os, sys
+from sair_deploy import cli
+from sair_deploy.backends import onnx_backend
+from sair_deploy.api import DEFAULT_EXPORT
+if sys.argv[1] == "cli":
+    sys.argv = ["sair-inpaint", *sys.argv[2:]]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+before = len(os.listdir("/proc/self/task"))
+backend = onnx_backend.OnnxBackend(DEFAULT_EXPORT, device="cpu")
+own = sum(s.get_session_options().use_per_session_threads for s in backend.sessions.values())
+print(onnx_backend._pool.get("threads"), len(os.listdir("/proc/self/task")) - before, own,
+      len(backend.sessions))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_cli_process_shares_one_onnx_thread_pool(tmp_path):
+    # sair-inpaint's own process: every ONNX Runtime session shares one pool, so a second backend
+    # (a session per graph) adds no thread; a library caller keeps a pool per session
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    args = ["cli", root / "examples/cat.png", root / "examples/cat_mask.png", "-o", tmp_path / "o.png",
+            "--backend", "onnx", "--device", "cpu", "-q"]
+    outs = {}
+    for mode in ("cli", "library"):
+        res = subprocess.run([sys.executable, "-c", _POOL_SCRIPT, *map(str, args if mode == "cli" else [mode])],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs[mode] = res.stdout.split()
+    pool, new_threads, own, n = outs["cli"]
+    assert (pool, new_threads, own) == ("0", "0", "0") and int(n) >= 4
+    assert (tmp_path / "o.png").exists()
+    pool, new_threads, own, n = outs["library"]
+    assert pool == "None" and own == n and int(new_threads) > 0
