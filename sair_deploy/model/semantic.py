@@ -188,14 +188,10 @@ def bicubic_weights(n_in: int, n_out, like: Tensor) -> Tensor:
     src = (torch.arange(n_out, device=like.device).to(torch.float32) + 0.5) * (sizes[0] / sizes[1]) - 0.5
     first = torch.floor(src)
     t = (src - first)[:, None]
-    near = torch.cat([t, 1 - t], dim=1)  # distances to the two inner taps, |x| <= 1
-    far = torch.cat([t + 1, 2 - t], dim=1)  # to the two outer taps, 1 < |x| < 2
-    w_near = ((a + 2) * near - (a + 3)) * near * near + 1
-    w_far = ((a * far - 5 * a) * far + 8 * a) * far - 4 * a
-    w = torch.stack([w_far[:, 0], w_near[:, 0], w_near[:, 1], w_far[:, 1]], dim=1)  # (n_out, 4)
+    d = torch.cat([t + 1, t, 1 - t, 2 - t], dim=1)  # (n_out, 4): distance to each tap
+    w = torch.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a)
     taps = first[:, None] + torch.arange(-1, 3, device=like.device).to(torch.float32)
-    taps = torch.clamp(taps, min=0.0)
-    taps = torch.minimum(taps, sizes[0] - 1)
+    taps = torch.minimum(taps.clamp(min=0.0), sizes[0] - 1)
     onehot = (taps[:, :, None] == torch.arange(n_in, device=like.device).to(torch.float32)).to(w.dtype)
     return (w[:, :, None] * onehot).sum(dim=1).to(like.dtype)
 
