@@ -12,14 +12,17 @@ the loop (torch's ``scan``, which ``torch.onnx`` exports as ``Scan``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+Neighbours = Tensor | Sequence[Tensor]  # stacked by neighbour, or one tensor per neighbour
 
-def semantic_band(lat: Tensor, rows: Tensor, cols: Tensor, row_terms: Tensor, col_terms: Tensor,
-                  weight: Tensor, band: slice | Tensor, hidden: Callable[[Tensor], Tensor]) -> Tensor:
+
+def semantic_band(lat: Tensor, rows: Neighbours, cols: Neighbours, row_terms: Neighbours, col_terms: Neighbours,
+                  weight: Neighbours, band: slice | Tensor, hidden: Callable[[Tensor], Tensor]) -> Tensor:
     """SIR's ensembled hidden activations at the tile rows ``band`` (a slice, or int64 indices),
     ``(B, n, H)`` in float32, one neighbour at a time (a quarter of the activations of all four
     at once).
@@ -28,7 +31,8 @@ def semantic_band(lat: Tensor, rows: Tensor, cols: Tensor, row_terms: Tensor, co
     cell term added; ``rows (2, kh)``, ``cols (2, kw)``: each tile row's and column's two latent
     neighbours; ``row_terms (2, kh, C)``, ``col_terms (2, kw, C)``: the first layer's coordinate
     part, which is separable on a grid; ``weight (4, kh, kw)``: the area weights; ``hidden``: the
-    ReLU and the hidden layers on rows ``(N, C) -> (N, H)``.
+    ReLU and the hidden layers on rows ``(N, C) -> (N, H)``. Each of the five is indexed by
+    neighbour only, so a tuple of its per-neighbour tensors serves as well.
     """
     b, c = lat.shape[0], lat.shape[-1]
     out = None
@@ -75,9 +79,14 @@ def add_semantic_bands(p: Tensor, lat: Tensor, rows: Tensor, cols: Tensor, row_t
     bands = torch.arange(n, device=lat.device, dtype=torch.float32)
     bands = torch.minimum(bands, bands.new_ones(()) * (kh - 1)).reshape(n_bands, band_rows)
 
+    # each neighbour's tensors taken apart here, once, outside the loop: a selection inside it is
+    # a copy in ONNX Runtime, made again every band (a whole tile's area weights among them).
+    # Copies, since a loop's inputs may not alias one another
+    per_nb = [[x.clone() for x in t.unbind(0)] for t in (rows, cols, row_terms, col_terms, weight)]
+
     def body(carry: Tensor, band: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         index, target = band
-        term = semantic_band(lat, rows, cols, row_terms, col_terms, weight, index.long(), hidden)[0]
+        term = semantic_band(lat, *per_nb, index.long(), hidden).flatten(0, 1)  # a reshape: no copy
         return carry.clone(), torch.addmm(target, term.to(w_t.dtype), w_t)
 
     _, out = scan(body, lat.new_zeros(1), (bands, p.reshape(n_bands, band_rows * kw, c)))
