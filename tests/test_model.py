@@ -133,7 +133,8 @@ def test_the_exported_semantic_term_loop_equals_the_whole_term(rows):
 def test_the_exported_rows_formula_equals_the_eager_paths(residual):
     """Exported query graphs read a block as rows: a Gather of whole rows per neighbour and the MLP
     on them (``fast._ensemble_rows_graph``; a residual's base channels ride through with zero
-    weights, so the table is never sliced): the colours of ``query``'s eager paths."""
+    weights, so the table is never sliced; the hidden layers as products without a bias and a max,
+    their bias carried to the RGB layer's): the colours of ``query``'s eager paths."""
     from sair_deploy.model import fast as fast_mod
     from sair_deploy.model.liif import local_neighbours, rows_gather, sample_base, scale_cell
 
@@ -153,7 +154,6 @@ def test_the_exported_rows_formula_equals_the_eager_paths(residual):
         table = pre.permute(0, 2, 3, 1)
         got = fast_mod._ensemble_rows_graph(table, row, col, rel, weight, w_rel,
                                             scale_cell(cell, grid[:2]) @ w_cell.T, lins[1:-1], lins[-1])
-        got = got + lins[-1].bias
         if residual:
             got = got + sample_base(rows_gather(table, table.shape[-1] - 3, 3), coord, "lanczos", size=grid[:2])
     assert torch.allclose(got, ref, atol=1e-5)
@@ -437,3 +437,24 @@ def test_exported_encoder_runs_transposed_convolutions_as_convolutions():
         assert torch.allclose(PhaseConvTranspose(odd)(x), odd(x), atol=1e-6)
     with pytest.raises(ValueError):
         PhaseConvTranspose(nn.ConvTranspose2d(3, 5, 3, 2, 1))
+
+
+def test_hidden_graph_is_the_hidden_layers_with_their_bias_carried():
+    """The exported graphs' hidden layers (``fast.hidden_graph``: products without a bias, a max
+    against a constant, the bias carried forward) plus the carried bias ``fast.graph_layers``
+    returns are the plain ``relu(W h + b)`` layers, for activations of either sign around the
+    biases."""
+    from sair_deploy.model.fast import graph_layers, hidden_graph
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(24, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 16)]
+    h = torch.relu(torch.randn(500, 24))
+    with torch.no_grad():
+        ref = h
+        for lin in layers:
+            ref = torch.relu(lin(ref))
+        graph, carried = graph_layers([(lin.weight, lin.bias) for lin in layers])
+        got = hidden_graph(h, graph) + carried
+    assert (ref == 0).float().mean() > 0.2  # the ReLUs do cut
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert graph_layers([]) == ([], None) and hidden_graph(h, []) is h

@@ -67,7 +67,10 @@ def add_semantic_bands(p: Tensor, lat: Tensor, rows: Tensor, cols: Tensor, row_t
     with ``n`` = :func:`banded_rows` of the tile's ``kh`` (the ``kh`` rows of ``rows``): the
     rows past ``kh`` take the last row's term and are never read. Whole bands in and out mean
     nothing is sliced, stacked or added in a pass over the tile of its own (ONNX Runtime copies
-    every slice). Returns ``(1, n, kw, C)``.
+    every slice). ``hidden`` may leave out a constant vector ``c`` of its activations (the
+    exported graphs' :func:`~sair_deploy.model.fast.hidden_graph`): the area weights sum to 1, so
+    the result then lacks ``c @ w_t``, which the caller adds to ``p`` (in the convolution's bias).
+    Returns ``(1, n, kw, C)``.
     """
     from torch._higher_order_ops.scan import scan
 
