@@ -442,17 +442,18 @@ class FastSAIR(nn.Module):
         return p
 
     def _add_semantic_bands(self, p: Tensor, sem_pre: Tensor, ys: Tensor, xs: Tensor, cell: Tensor,
-                            fold: tuple[Tensor, Tensor]) -> Tensor:
+                            fold: tuple[Tensor, Tensor], sir_layers: list[tuple[Tensor, Tensor]]) -> Tensor:
         """:meth:`_add_semantic_rows` as an exported graph runs it: a loop over bands of
         :data:`EXPORT_BAND_ROWS` rows (:func:`~sair_deploy.model.bands.add_semantic_bands`, an
         ONNX ``Scan``), each band's ensemble through the folded ``W_s W_out`` with its rows of
         ``p`` as the addend. ``p (1, n, kw, hidden)``: rows, ``n`` the ``kh = len(ys)`` rows
-        rounded up to whole bands (:func:`~sair_deploy.model.bands.banded_rows`)."""
+        rounded up to whole bands (:func:`~sair_deploy.model.bands.banded_rows`); ``sir_layers``:
+        SIR's hidden layers from :meth:`_sir_graph_layers`, whose carried bias the caller has put
+        in ``p``."""
         lat, nb, row_terms, col_terms = self._semantic_grid(sem_pre, ys, xs, cell)
         kh, kw = ys.shape[0], xs.shape[0]
-        hidden, _ = self._sir_graph_layers()
         return add_semantic_bands(p, lat, nb.rows, nb.cols, torch.stack(row_terms), torch.stack(col_terms),
-                                  nb.weight.view(4, kh, kw), lambda h: hidden_graph(h.relu(), hidden),
+                                  nb.weight.view(4, kh, kw), lambda h: hidden_graph(h.relu(), sir_layers),
                                   fold[0].t().to(p.dtype), EXPORT_BAND_ROWS)
 
     def _sir_graph_layers(self) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
@@ -510,9 +511,10 @@ class FastSAIR(nn.Module):
         if semantic is not None and (rows or banded):  # the term's bias rides in the convolution's
             fold = self._fold(semantic[0])
             bias = bias + fold[1][:, 0].to(bias.dtype)
-            carried = self._sir_graph_layers()[1] if banded else None
-            if carried is not None:  # what the exported loop's hidden layers leave out (hidden_graph)
-                bias = bias + (fold[0] @ carried.to(fold[0].dtype)).to(bias.dtype)
+            if banded:  # SIR's hidden layers as the loop runs them (hidden_graph)
+                sir_layers, carried = self._sir_graph_layers()
+                if carried is not None:  # what they leave out of their activations
+                    bias = bias + (fold[0] @ carried.to(fold[0].dtype)).to(bias.dtype)
         elif semantic is not None:  # training: the whole term at once
             term = self.semantic_term_grid(*semantic, rows=rows_out)
         p = F.conv2d(app_padded[:, :c], w_z.reshape(w_z.shape[0], c, 3, 3), bias)
@@ -524,7 +526,7 @@ class FastSAIR(nn.Module):
             # reorder out of its blocked convolution layout
             p, base, channels = p.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1), -1
         if banded:
-            p = self._add_semantic_bands(p, *semantic, fold)
+            p = self._add_semantic_bands(p, *semantic, fold, sir_layers)
         if term is not None:
             p = p + term.reshape(p.shape).to(p.dtype)
         if self.cfg.residual:  # the base colours ride along as 3 extra channels
